@@ -1,0 +1,64 @@
+"""The root of the `alai` command: a group whose subcommands are imported on first use.
+
+`alai --version` and `alai --help` must stay fast, so nothing heavy is imported
+here: each command lives in its own module under `alai.cli` and is loaded only
+when it is run (or when its help is shown).
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import sys
+
+import click
+
+from alai._version import __version__
+
+# name -> (module, attribute, one-line help shown by `alai --help` without importing it)
+COMMANDS: dict[str, tuple[str, str, str]] = {
+    "serve": ("alai.cli.serve", "serve", "Run the control plane (with its own PostgreSQL if none is configured)."),
+    "status": ("alai.cli.status", "status", "Show the state of the control plane, its database and modules."),
+    "config": ("alai.cli.config", "config", "Show and change client profiles (server URL …)."),
+    "admin": ("alai.cli.admin", "admin", "Administer the control plane's database (migrations …)."),
+}
+
+
+class LazyGroup(click.Group):
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(COMMANDS)
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        if name not in COMMANDS:
+            return None
+        module_name, attribute, _ = COMMANDS[name]
+        return getattr(importlib.import_module(module_name), attribute)
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        # Listed from the table above, so `alai --help` imports no command module.
+        rows = [(name, COMMANDS[name][2]) for name in self.list_commands(ctx)]
+        with formatter.section("Commands"):
+            formatter.write_dl(rows)
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, "-V", "--version", prog_name="alai", message="%(prog)s %(version)s")
+@click.option("--profile", "-p", envvar="ALAI_PROFILE", help="Client profile to use (default: the current one).")
+@click.pass_context
+def root(ctx: click.Context, profile: str | None) -> None:
+    """alai: the control plane, its CLI and the data-plane daemon.
+
+    Start with `alai serve` on the machine that runs the control plane, then
+    `alai status` from any machine configured to reach it.
+    """
+    ctx.obj = {"profile": profile}
+
+
+def cli() -> None:
+    """Console-script entry point: exit codes 0 (ok), 1 (failed), 2 (usage)."""
+    if os.environ.get("NO_COLOR"):
+        os.environ.setdefault("TERM", "dumb")
+    try:
+        root.main(prog_name="alai")
+    except KeyboardInterrupt:  # pragma: no cover - interactive
+        sys.exit(130)

@@ -1,0 +1,1 @@
+"""Database layer: the connection pool, migrations, and the embedded PostgreSQL."""

@@ -1,0 +1,120 @@
+"""What routes depend on: the caller's identity and scopes, and a database connection.
+
+Every route declares its scope with `Depends(require_scope("mc:read"))`; the route
+walk test checks that none is missing. Who a bearer token belongs to is decided by
+the authenticators registered on the app (`app.state.authenticators`): the static
+admin token here, and whatever the identity module adds (JWTs, API tokens).
+"""
+
+from __future__ import annotations
+
+import hmac
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Annotated
+
+from fastapi import Depends, Request
+from psycopg import AsyncConnection
+from psycopg_pool import PoolTimeout
+
+from alai.server.problems import ProblemError
+
+ADMIN_SCOPE = "admin"
+PUBLIC_PATHS_ATTRIBUTE = "alai_public"
+
+
+@dataclass(frozen=True)
+class Principal:
+    """Who is calling: a user, a service account, a node or an agent."""
+
+    subject: str
+    kind: str
+    scopes: frozenset[str] = field(default_factory=frozenset)
+    name: str | None = None
+
+    def has_scope(self, scope: str) -> bool:
+        return ADMIN_SCOPE in self.scopes or scope in self.scopes
+
+
+# Returns the principal a token belongs to, or None if the token is not of its kind.
+Authenticator = Callable[[Request, str], Awaitable[Principal | None]]
+
+
+def static_token_authenticator(token: str, *, subject: str = "admin-token") -> Authenticator:
+    expected = token.encode()
+
+    async def authenticate(_: Request, presented: str) -> Principal | None:
+        if hmac.compare_digest(presented.encode(), expected):
+            return Principal(subject=subject, kind="static", scopes=frozenset({ADMIN_SCOPE}), name=subject)
+        return None
+
+    return authenticate
+
+
+def bearer_token(request: Request) -> str | None:
+    header = request.headers.get("authorization")
+    if not header:
+        return None
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise _unauthorized("the Authorization header must be 'Bearer <token>'")
+    return token.strip()
+
+
+def _unauthorized(detail: str) -> ProblemError:
+    return ProblemError(401, detail, headers={"WWW-Authenticate": 'Bearer realm="alai"'})
+
+
+async def current_principal(request: Request) -> Principal:
+    cached = getattr(request.state, "principal", None)
+    if cached is not None:
+        return cached
+    token = bearer_token(request)
+    if token is None:
+        raise _unauthorized("this endpoint needs a bearer token; run `alai login`, or pass one with ALAI_TOKEN")
+    for authenticate in request.app.state.authenticators:
+        principal = await authenticate(request, token)
+        if principal is not None:
+            request.state.principal = principal
+            return principal
+    raise _unauthorized("the bearer token is not valid (unknown, expired or revoked); run `alai login` again")
+
+
+def require_scope(scope: str) -> Callable[[Request], Awaitable[Principal]]:
+    """A dependency that admits only principals holding `scope` (or `admin`)."""
+
+    async def dependency(request: Request) -> Principal:
+        principal = await current_principal(request)
+        if not principal.has_scope(scope):
+            raise ProblemError(
+                403, f"this needs the scope {scope!r}, which {principal.name or principal.subject} does not have",
+                required_scope=scope,
+            )
+        return principal
+
+    dependency.alai_scope = scope  # type: ignore[attr-defined]  # read by the route walk test
+    return dependency
+
+
+def public(endpoint: Callable) -> Callable:
+    """Marks a route as reachable without a token (health, metrics, OIDC discovery)."""
+    setattr(endpoint, PUBLIC_PATHS_ATTRIBUTE, True)
+    return endpoint
+
+
+async def connection(request: Request) -> AsyncIterator[AsyncConnection]:
+    """A pooled connection (autocommit) for the duration of the request."""
+    pool = request.app.state.pool
+    try:
+        conn = await pool.getconn()
+    except PoolTimeout as error:
+        raise ProblemError(
+            503, "the database is not reachable right now; retry shortly", headers={"Retry-After": "5"}
+        ) from error
+    try:
+        yield conn
+    finally:
+        await pool.putconn(conn)
+
+
+Connection = Annotated[AsyncConnection, Depends(connection)]
