@@ -51,20 +51,21 @@ def _render(report, server: str) -> None:  # report: StatusReport
         details.append(f"{db.migrations.applied} migrations applied, {len(db.migrations.pending)} pending")
     if db.detail:
         details.append(db.detail)
-    table.add_row("database", _state(db.state), "; ".join(details))
+    table.add_row("database", _state(db.state), "\n".join(details))
     for module in report.modules:
         table.add_row(f"module {module.name}", _state(module.state), module.detail or "")
     out.print(table)
     if report.instances:
         replicas = Table(show_header=True, header_style="bold", box=None, pad_edge=False, title=None)
         for column in ("REPLICA", "HOST", "PID", "VERSION", "STARTED", "LAST SEEN"):
-            replicas.add_column(column)
+            replicas.add_column(column, no_wrap=True)
         for instance in report.instances:
-            marker = " (this answer)" if instance.id == report.instance_id else ""
+            marker = "*" if instance.id == report.instance_id else ""
             replicas.add_row(instance.id + marker, instance.hostname, str(instance.pid), instance.version,
                              local_time(instance.started_at), local_time(instance.last_seen_at))
         out.print()
         out.print(replicas)
+        out.print("[dim]* the replica that answered[/dim]")
 
 
 def _state(state: str) -> str:

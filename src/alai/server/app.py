@@ -69,8 +69,13 @@ def create_app(settings: Settings) -> FastAPI:
         app.state.authenticators.append(deps.static_token_authenticator(settings.admin_token.get_secret_value()))
 
     problems.install(app)
+    # Kept for whoever needs every route (the security walk, docs): FastAPI keeps
+    # included routers as opaque branches, so app.routes does not list them.
+    app.state.routers = []
     for module in served:
         if module.router is not None:
-            app.include_router(module.router())
+            router = module.router()
+            app.state.routers.append(router)
+            app.include_router(router)
     app.add_middleware(RequestMiddleware, metrics=app.state.metrics)
     return app

@@ -60,7 +60,7 @@ def run(settings: Settings) -> int:
             url = owner.start()  # stops what it started if it fails half-way
             embedded = owner
             log.info("embedded PostgreSQL running", data_dir=str(settings.data_dir))
-            updates: dict[str, object] = {"database_url": SecretStr(url)}
+            updates: dict[str, object] = {"database_url": SecretStr(url), "embedded_database": True}
             if settings.admin_token is None:
                 token_file = settings.admin_token_file or settings.data_dir / ADMIN_TOKEN_FILE
                 updates["admin_token"] = SecretStr(load_or_create_admin_token(token_file))

@@ -26,6 +26,8 @@ class Settings(BaseSettings):
     # PostgreSQL to use. Unset: `alai serve` runs a private one in `data_dir`.
     database_url: SecretStr | None = None
     data_dir: Path = Field(default_factory=default_data_dir)
+    # Set by `alai serve` when database_url points at the PostgreSQL it runs itself.
+    embedded_database: bool = False
 
     host: str = "127.0.0.1"
     port: int = Field(default=DEFAULT_PORT, ge=0, le=65535)
@@ -64,6 +66,3 @@ class Settings(BaseSettings):
             return None
         return self.modules.split(",")
 
-    @property
-    def embedded_database(self) -> bool:
-        return self.database_url is None

@@ -77,7 +77,7 @@ class EmbeddedPostgres:
         self.pgdata = self.data_dir / "postgres"
         self.tuning = dict(tuning or {})
         self._lock = filelock.FileLock(str(self.data_dir / "alai.lock"), timeout=0, is_singleton=False)
-        self._run_as: dict[str, object] = {}
+        self._run_as: dict[str, object] = _server_user(create=False)
         self._started = False
         self.socket_dir: Path | None = None
         self.port = 5432
@@ -165,27 +165,10 @@ class EmbeddedPostgres:
     def _prepare_user(self) -> None:
         if os.name == "nt" or os.geteuid() != 0:
             return
-        import grp
-        import pwd
-
-        try:
-            entry = pwd.getpwnam(ROOT_RUN_AS)
-        except KeyError:
-            useradd = shutil.which("useradd")
-            if useradd is None:
-                raise EmbeddedPostgresError(
-                    f"running as root needs a user {ROOT_RUN_AS!r} for PostgreSQL and useradd is missing; "
-                    "run alai as a normal user, or set ALAI_DATABASE_URL"
-                ) from None
-            subprocess.run(
-                [useradd, "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", ROOT_RUN_AS],
-                check=True, capture_output=True,
-            )
-            entry = pwd.getpwnam(ROOT_RUN_AS)
-        self._run_as = {"user": entry.pw_uid, "group": entry.pw_gid, "extra_groups": []}
-        grp.getgrgid(entry.pw_gid)  # fails early on a broken account
+        self._run_as = _server_user(create=True)
+        entry_uid, entry_gid = self._run_as["user"], self._run_as["group"]
         self.pgdata.mkdir(mode=0o700, exist_ok=True)
-        os.chown(self.pgdata, entry.pw_uid, entry.pw_gid)
+        os.chown(self.pgdata, entry_uid, entry_gid)  # type: ignore[arg-type]
         # The server must be able to reach its binaries and its data: grant traversal
         # (x, not r) to the directories on the way, nothing more.
         for target in (self.pgdata, postgres_bin_dir()):
@@ -281,6 +264,31 @@ class EmbeddedPostgres:
                     f"could not {what} in {self.pgdata} (exit {result.returncode}): {output}"
                     + (f"\nserver log:\n{tail}" if tail else "")
                 )
+
+
+def _server_user(*, create: bool) -> dict[str, object]:
+    """subprocess arguments that run PostgreSQL as an unprivileged user when we are root."""
+    if os.name == "nt" or os.geteuid() != 0:
+        return {}
+    import pwd
+
+    try:
+        entry = pwd.getpwnam(ROOT_RUN_AS)
+    except KeyError:
+        if not create:
+            return {}
+        useradd = shutil.which("useradd")
+        if useradd is None:
+            raise EmbeddedPostgresError(
+                f"running as root needs a user {ROOT_RUN_AS!r} for PostgreSQL and useradd is missing; "
+                "run alai as a normal user, or set ALAI_DATABASE_URL"
+            ) from None
+        subprocess.run(
+            [useradd, "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", ROOT_RUN_AS],
+            check=True, capture_output=True,
+        )
+        entry = pwd.getpwnam(ROOT_RUN_AS)
+    return {"user": entry.pw_uid, "group": entry.pw_gid, "extra_groups": []}
 
 
 def _free_tcp_port() -> int:

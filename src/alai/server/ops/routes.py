@@ -6,7 +6,6 @@ import asyncio
 from datetime import timedelta
 
 from fastapi import APIRouter, Depends, Request, Response
-from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
@@ -104,7 +103,6 @@ def router_factory() -> APIRouter:
     @router.get("/v1/openapi.json", include_in_schema=False, dependencies=[Depends(require_scope("ops:read"))])
     async def openapi(request: Request) -> JSONResponse:
         """The OpenAPI description of the routes this process serves."""
-        app = request.app
-        return JSONResponse(get_openapi(title=app.title, version=app.version, routes=app.routes))
+        return JSONResponse(request.app.openapi())
 
     return router
