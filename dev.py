@@ -35,7 +35,7 @@ def _project_fingerprint() -> str:
 
 
 def ensure_environment() -> None:
-    if sys.version_info < (3, 11):
+    if sys.version_info < (3, 11):  # noqa: UP036 - dev.py may be run by an older python3
         sys.exit("dev.py: alai needs Python 3.11 or newer; run it with python3.11 (or newer)")
     fingerprint = _project_fingerprint()
     if STAMP.exists() and STAMP.read_text().strip() == fingerprint and PYTHON.exists():

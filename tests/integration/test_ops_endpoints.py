@@ -49,7 +49,7 @@ async def test_readyz_is_503_with_the_reason_when_migrations_are_pending(empty_d
 async def test_readyz_is_503_when_the_database_is_unreachable(tmp_path):
     settings = Settings(
         database_url=SecretStr("postgresql://postgres@127.0.0.1:1/alai?connect_timeout=1"),
-        data_dir=tmp_path, migrate_on_start=False, db_pool_min=0, admin_token=SecretStr("t"),
+        data_dir=tmp_path, migrate_on_start=False, db_pool_min=0, admin_token=SecretStr("t"), db_connect_timeout=1,
     )
     app = create_app(settings)
     async with app.router.lifespan_context(app):
@@ -58,7 +58,7 @@ async def test_readyz_is_503_when_the_database_is_unreachable(tmp_path):
             status = await http.get("/v1/status", headers={"Authorization": "Bearer t"})
             health = await http.get("/healthz")
     problem = assert_problem(ready, 503, "not-ready")
-    assert "database not reachable" in problem.detail
+    assert "database not reachable" in problem.detail and "refused" in problem.detail.lower()
     assert health.status_code == 200  # liveness is about the process, not the database
     assert status.status_code == 200
     report = StatusReport.model_validate(status.json())

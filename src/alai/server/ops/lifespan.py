@@ -23,7 +23,8 @@ async def heartbeat(app: FastAPI) -> AsyncIterator[None]:
     state = app.state
 
     async def beat() -> None:
-        async with state.pool.connection() as conn:
+        # Never wait long for a connection: a missed beat is retried at the next tick.
+        async with state.pool.connection(timeout=min(5.0, state.settings.db_connect_timeout, state.settings.instance_heartbeat_seconds)) as conn:
             await service.record_instance(
                 conn, instance_id=state.instance_id, hostname=socket.gethostname(), pid=os.getpid(),
                 version=__version__, modules=[m.name for m in state.modules], started_at=state.started_at,

@@ -5,12 +5,15 @@ from __future__ import annotations
 import asyncio
 from datetime import timedelta
 
+import psycopg
 from fastapi import APIRouter, Depends, Request, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from psycopg_pool import PoolTimeout
 
 from alai._version import __version__
 from alai.server.deps import public, require_scope
+from alai.server.logging import redact_url_passwords
 from alai.server.ops import service
 from alai.server.problems import ProblemError
 from alai.wire.ops import DatabaseStatus, ModuleStatus, Readiness, StatusReport
@@ -27,13 +30,30 @@ async def _database_status(request: Request) -> DatabaseStatus:
                     conn, known=state.known_migrations, embedded=state.settings.embedded_database
                 )
     except Exception as error:  # any failure to reach it is the answer, not a crash
-        reason = "timed out" if isinstance(error, TimeoutError) else str(error).splitlines()[0] if str(error) else type(error).__name__
+        reason = await _why_unreachable(state.settings.database_url.get_secret_value(), error)
         return DatabaseStatus(state="down", detail=f"database not reachable: {reason}",
                               embedded=state.settings.embedded_database)
     stats = state.pool.get_stats()
     status.pool_size = stats.get("pool_size")
     status.pool_available = stats.get("pool_available")
     return status
+
+
+async def _why_unreachable(conninfo: str, error: Exception) -> str:
+    """The pool only says it timed out; one direct attempt tells why (refused, auth …)."""
+    if not isinstance(error, (PoolTimeout, TimeoutError)):
+        return _first_line(error)
+    try:
+        conn = await psycopg.AsyncConnection.connect(conninfo, connect_timeout=2)
+    except Exception as direct:
+        return redact_url_passwords(_first_line(direct))
+    await conn.close()
+    return "no pooled connection became available in time (the database answers direct connections)"
+
+
+def _first_line(error: Exception) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
 
 
 def router_factory() -> APIRouter:
