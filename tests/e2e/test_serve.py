@@ -33,6 +33,11 @@ def test_embedded_lifecycle_keeps_data_and_stops_cleanly(serve, isolated_home):
     status = run_cli("status", env={"ALAI_SERVER": first.url, "COLUMNS": "200"})
     assert status.returncode == 0, status.stderr
     assert "database" in status.stdout and "ok" in status.stdout and "(embedded)" in status.stdout
+    as_json = run_cli("status", "--json", env={"ALAI_SERVER": first.url})
+    assert as_json.returncode == 0
+    report = json.loads(as_json.stdout)
+    assert report["state"] == "ok" and report["database"]["embedded"] is True
+    assert [m["name"] for m in report["modules"]] == ["ops"]
 
     assert first.stop(signal.SIGTERM) == 0
     assert not postgres_running(data_dir), "SIGTERM must stop the embedded PostgreSQL too"
