@@ -9,6 +9,7 @@ import httpx
 import psycopg
 import pytest
 
+from alai.server.db import migrations
 from alai.server.db.embedded import EmbeddedPostgres
 from tests.support.processes import run_cli
 
@@ -37,7 +38,7 @@ def test_embedded_lifecycle_keeps_data_and_stops_cleanly(serve, isolated_home):
     assert as_json.returncode == 0
     report = json.loads(as_json.stdout)
     assert report["state"] == "ok" and report["database"]["embedded"] is True
-    assert [m["name"] for m in report["modules"]] == ["ops"]
+    assert {"ops", "identity"} <= {m["name"] for m in report["modules"]}
 
     assert first.stop(signal.SIGTERM) == 0
     assert not postgres_running(data_dir), "SIGTERM must stop the embedded PostgreSQL too"
@@ -115,16 +116,17 @@ def test_status_cli_without_a_server_says_what_to_do():
 
 
 def test_admin_migrate_status_and_apply(isolated_home, empty_database_url):
+    everything = [m.key for m in migrations.discover()]
     env = {"ALAI_DATABASE_URL": empty_database_url}
     before = run_cli("admin", "migrate", "--status", "--json", env=env)
     assert before.returncode == 0, before.stderr
-    assert json.loads(before.stdout)["pending"] == ["ops/0001_instances"]
+    assert json.loads(before.stdout)["pending"] == everything
     applied = run_cli("admin", "migrate", env=env)
-    assert applied.returncode == 0 and "1 migration(s) applied" in applied.stdout
+    assert applied.returncode == 0 and f"{len(everything)} migration(s) applied" in applied.stdout
     again = run_cli("admin", "migrate", env=env)
     assert "database is up to date" in again.stdout
     after = json.loads(run_cli("admin", "migrate", "--status", "--json", env=env).stdout)
-    assert after["pending"] == [] and after["applied"] == ["ops/0001_instances"]
+    assert after["pending"] == [] and after["applied"] == everything
 
 
 def test_admin_migrate_on_the_embedded_database_starts_and_stops_it(isolated_home):

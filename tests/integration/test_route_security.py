@@ -6,8 +6,11 @@ from fastapi.routing import APIRoute
 
 from alai.server.deps import PUBLIC_PATHS_ATTRIBUTE, Principal
 
-# Health, readiness and metrics (OIDC discovery joins when identity lands).
-EXPECTED_PUBLIC = {"/healthz", "/readyz", "/metrics"}
+# Health, readiness, metrics, and the OIDC endpoints a client uses before it has a token.
+EXPECTED_PUBLIC = {"/healthz", "/readyz", "/metrics", "/.well-known/openid-configuration", "/.well-known/jwks.json",
+                   "/.well-known/alai-login", "/oauth/authorize", "/oauth/token", "/oauth/revoke"}
+PUBLIC_GETS = {"/healthz", "/readyz", "/metrics", "/.well-known/openid-configuration", "/.well-known/jwks.json",
+               "/.well-known/alai-login"}
 
 
 def _routes(app):
@@ -58,7 +61,7 @@ async def test_every_private_route_answers_401_without_and_403_with_the_wrong_sc
     assert checked >= 1
 
 
-@pytest.mark.parametrize("path", sorted(EXPECTED_PUBLIC))
+@pytest.mark.parametrize("path", sorted(PUBLIC_GETS))
 async def test_public_routes_answer_without_a_token(anonymous_client, path):
     response = await anonymous_client.get(path)
     assert response.status_code == 200

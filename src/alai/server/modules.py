@@ -28,8 +28,9 @@ if TYPE_CHECKING:
 
     from alai.wire.ops import ModuleStatus
 
-# Modules that every process serves, whatever ALAI_MODULES says.
-ALWAYS_SERVED = frozenset({"ops"})
+# Modules that every process serves, whatever ALAI_MODULES says: every replica needs
+# its probes (ops) and must check bearer tokens (identity's authenticators).
+ALWAYS_SERVED = frozenset({"ops", "identity"})
 
 
 @dataclass(frozen=True)

@@ -50,6 +50,30 @@ class Settings(BaseSettings):
     # Written by `alai serve` when it runs its own PostgreSQL and no admin token is set.
     admin_token_file: Path | None = None
 
+    # The URL people and the CLI use to reach this control plane; the built-in
+    # issuer's `iss`. Default: http://<host>:<port> (127.0.0.1 for a wildcard host).
+    public_url: str | None = None
+    access_token_ttl_seconds: int = Field(default=900, ge=30, le=86400)
+    refresh_token_ttl_days: int = Field(default=30, ge=1, le=365)
+
+    # External OIDC (Azure AD B2C, Entra External ID, Keycloak …). Set the authority
+    # (the discovery document lives at <authority>/.well-known/openid-configuration)
+    # to verify its tokens instead of running the built-in issuer.
+    oidc_authority: str | None = None
+    # Expected `iss`; default: the discovery document's issuer.
+    oidc_issuer: str | None = None
+    oidc_audience: str | None = None
+    # The CLI's public client id at the external issuer, and the scopes it requests.
+    oidc_client_id: str | None = None
+    oidc_scopes: str = "openid offline_access"
+    # Azure AD B2C user flow / custom policy the tokens must come from (tfp/acr claim).
+    oidc_b2c_policy: str | None = None
+    oidc_algorithms: str = "RS256"
+    # Who may sign in (comma lists, case-insensitive); nobody if both are empty.
+    oidc_allowed_emails: str = ""
+    oidc_allowed_domains: str = ""
+    oidc_admin_emails: str = ""
+
     # How often a replica records that it is alive (shown in /v1/status).
     instance_heartbeat_seconds: float = Field(default=15.0, gt=0)
 
@@ -66,3 +90,18 @@ class Settings(BaseSettings):
             return None
         return self.modules.split(",")
 
+
+    @property
+    def issuer(self) -> str:
+        if self.public_url:
+            return self.public_url.rstrip("/")
+        host = "127.0.0.1" if self.host in ("0.0.0.0", "::", "") else self.host
+        return f"http://{host}:{self.port}"
+
+    @property
+    def external_oidc(self) -> bool:
+        return self.oidc_authority is not None
+
+
+def comma_list(value: str) -> list[str]:
+    return [part.strip().lower() for part in value.split(",") if part.strip()]
