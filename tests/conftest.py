@@ -42,6 +42,8 @@ def isolated_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setenv("XDG_DATA_HOME", str(home / ".local" / "share"))
     for name in CLIENT_ENV_VARS:
         monkeypatch.delenv(name, raising=False)
+    # Tokens go to the 0600 file, never to the keyring of whoever runs the tests.
+    monkeypatch.setenv("ALAI_KEYRING", "off")
     return home
 
 
@@ -99,6 +101,8 @@ def settings(database_url: str, tmp_path: Path) -> Settings:
         db_pool_min=1,
         db_pool_max=4,
         instance_heartbeat_seconds=60,
+        public_url="http://alai.test",
+        api_token_cache_seconds=0,
     )
 
 

@@ -30,6 +30,59 @@ def admin() -> None:
     """
 
 
+def _database_url(data_dir: Path | None):
+    """(url, owned server or None): the configured database, or the embedded one."""
+    embedded, _, Settings = _server_modules()
+    settings = Settings(**({"data_dir": data_dir} if data_dir else {}))
+    if settings.database_url is not None:
+        return settings.database_url.get_secret_value(), None
+    url = embedded.EmbeddedPostgres.url_of_running(settings.data_dir)
+    if url is not None:
+        return url, None
+    owned = embedded.EmbeddedPostgres(settings.data_dir)
+    return owned.start(), owned
+
+
+def run_in_database(data_dir: Path | None, work):
+    """Runs `work(conn)` (async) in one transaction on the control plane's database."""
+    import asyncio
+
+    import psycopg
+    from psycopg.rows import dict_row
+
+    embedded, migrations, _ = _server_modules()
+    from alai.server.problems import ProblemError
+
+    async def main(url: str):
+        async with await psycopg.AsyncConnection.connect(url, autocommit=True, row_factory=dict_row) as conn:
+            async with conn.transaction():
+                return await work(conn)
+
+    owned = None
+    try:
+        url, owned = _database_url(data_dir)
+        plan = migrations.status(url)
+        if plan.pending:
+            raise click.ClickException(f"{len(plan.pending)} migration(s) pending: run `alai admin migrate` first")
+        return asyncio.run(main(url))
+    except embedded.EmbeddedPostgresError as error:
+        raise click.ClickException(str(error)) from None
+    except ProblemError as error:
+        raise click.ClickException(error.detail) from None
+    except psycopg.OperationalError as error:
+        raise click.ClickException(
+            f"cannot reach the database ({str(error).strip().splitlines()[0] if str(error).strip() else 'error'}); "
+            "check ALAI_DATABASE_URL"
+        ) from None
+    finally:
+        if owned is not None:
+            owned.stop()
+
+
+DATA_DIR_OPTION = click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path),
+                               help="Embedded data directory [env ALAI_DATA_DIR].")
+
+
 @admin.command()
 @click.option("--status", "show_status", is_flag=True, help="Only show what is applied and what is pending.")
 @click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path), help="Embedded data directory [env ALAI_DATA_DIR].")
@@ -89,3 +142,7 @@ def _show_plan(plan, as_json: bool) -> None:
     for key in plan.unknown:
         out.print(f"{'unknown':<9} {key}  (applied by a newer build)")
     out.print(f"{len(plan.applied)} applied, {len(data['pending'])} pending")
+
+
+# Subgroups live in their own modules; importing them attaches them to `admin`.
+from alai.cli import admin_identity  # noqa: E402,F401

@@ -20,7 +20,11 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "serve": ("alai.cli.serve", "serve", "Run the control plane (with its own PostgreSQL if none is configured)."),
     "status": ("alai.cli.status", "status", "Show the state of the control plane, its database and modules."),
     "config": ("alai.cli.config", "config", "Show and change client profiles (server URL …)."),
-    "admin": ("alai.cli.admin", "admin", "Administer the control plane's database (migrations …)."),
+    "admin": ("alai.cli.admin", "admin", "Administer the control plane's database (migrations, users, tokens, keys)."),
+    "login": ("alai.cli.auth", "login", "Sign in to the control plane (browser, OAuth 2.0 with PKCE)."),
+    "logout": ("alai.cli.auth", "logout", "Sign out: revoke and forget this profile's login."),
+    "whoami": ("alai.cli.auth", "whoami", "Show who the control plane thinks you are."),
+    "auth": ("alai.cli.auth", "auth", "Inspect how this machine authenticates (auth status)."),
 }
 
 

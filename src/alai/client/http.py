@@ -70,9 +70,35 @@ class Client:
     def close(self) -> None:
         self._http.close()
 
-    def request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+    def _refresh_login(self) -> None:
+        from alai.client import credentials, login
+
+        current = self.profile.login
+        assert isinstance(current, credentials.Login)
         try:
-            response = self._http.request(method, path, **kwargs)
+            renewed = login.refresh(current, self._http)
+        except login.LoginError as error:
+            raise ClientError(str(error)) from None
+        # Saved before use: the old refresh token is already spent at the server.
+        credentials.save(self.profile.name, renewed)
+        self.profile.login = renewed
+        self._http.headers["Authorization"] = f"Bearer {renewed.access_token}"
+
+    def request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        login = self.profile.login
+        if login is not None and login.expires_within(30):  # type: ignore[attr-defined]
+            self._refresh_login()
+        response = self._send(method, path, **kwargs)
+        if response.status_code == 401 and login is not None:
+            self._refresh_login()
+            response = self._send(method, path, **kwargs)
+        if response.status_code >= 400:
+            raise ApiError(_problem_from(response))
+        return response
+
+    def _send(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        try:
+            return self._http.request(method, path, **kwargs)
         except httpx.TimeoutException:
             raise ServerUnreachable(
                 f"{self.profile.server} did not answer within {self.profile.timeout:g} s; "
@@ -81,9 +107,6 @@ class Client:
         except httpx.TransportError as error:
             hint = "is `alai serve` running?" if _is_local(self.profile.server) else "check the URL with `alai config show`"
             raise ServerUnreachable(f"cannot reach {self.profile.server} ({_reason(error)}): {hint}") from None
-        if response.status_code >= 400:
-            raise ApiError(_problem_from(response))
-        return response
 
     def get_json(self, path: str, **kwargs: Any) -> Any:
         return self.request("GET", path, **kwargs).json()

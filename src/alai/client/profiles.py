@@ -14,7 +14,7 @@ from __future__ import annotations
 import ipaddress
 import os
 import tomllib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -91,14 +91,17 @@ def validate(key: str, value: str) -> Any:
     return value
 
 
-@dataclass(frozen=True)
+@dataclass
 class Profile:
     name: str
     server: str
     token: str | None
     timeout: float
-    # Where each value came from ("env", "profile", "default", "local admin token").
+    # Where each value came from ("env", "profile", "default", "login", "local admin token").
     sources: dict[str, str]
+    # The stored `alai login` for this profile and server, when it is what authenticates.
+    login: object | None = None  # credentials.Login; typed loosely to keep this import light
+    warnings: list[str] = field(default_factory=list)
 
 
 def resolve(name: str | None = None) -> Profile:
@@ -122,13 +125,27 @@ def resolve(name: str | None = None) -> Profile:
         return default
 
     server = validate("server", str(pick("server", "ALAI_SERVER", DEFAULT_SERVER)))
-    token = pick("token", "ALAI_TOKEN", None)
     timeout = float(pick("timeout", "ALAI_TIMEOUT", 30.0))
-    if token is None and is_loopback(server):
-        token = local_admin_token()
-        if token is not None:
-            sources["token"] = "local admin token"
-    return Profile(name=chosen, server=server, token=token, timeout=timeout, sources=sources)
+    from alai.client import credentials
+
+    login = credentials.load(chosen, server)
+    warnings: list[str] = []
+    token: str | None = None
+    if os.environ.get("ALAI_TOKEN"):
+        token, sources["token"] = os.environ["ALAI_TOKEN"], "env ALAI_TOKEN"
+        if login is not None:
+            warnings.append("ALAI_TOKEN is set and overrides your `alai login` for this profile")
+        login = None
+    elif login is not None:
+        token, sources["token"] = login.access_token, "login"
+    elif "token" in stored:
+        token, sources["token"] = stored["token"], f"profile {chosen}"
+    elif is_loopback(server) and (local := local_admin_token()) is not None:
+        token, sources["token"] = local, "local admin token"
+    else:
+        sources["token"] = "none"
+    return Profile(name=chosen, server=server, token=token, timeout=timeout, sources=sources, login=login,
+                   warnings=warnings)
 
 
 def is_loopback(server: str) -> bool:

@@ -55,6 +55,8 @@ class Settings(BaseSettings):
     public_url: str | None = None
     access_token_ttl_seconds: int = Field(default=900, ge=30, le=86400)
     refresh_token_ttl_days: int = Field(default=30, ge=1, le=365)
+    # How long a replica trusts an API token lookup; revocation takes this long to bite.
+    api_token_cache_seconds: float = Field(default=5.0, ge=0, le=300)
 
     # External OIDC (Azure AD B2C, Entra External ID, Keycloak …). Set the authority
     # (the discovery document lives at <authority>/.well-known/openid-configuration)

@@ -2,7 +2,7 @@
 
 - API tokens (`alai_…`): looked up by hash, cached for a few seconds per replica so
   that a busy agent does not cost a query per request (revocation takes effect
-  within CACHE_SECONDS everywhere).
+  within ALAI_API_TOKEN_CACHE_SECONDS everywhere).
 - Built-in access tokens (JWT, typ at+jwt, our issuer): verified against the key ring.
 - External access tokens (when ALAI_OIDC_AUTHORITY is set): verified by
   ExternalVerifier, mapped to a local user (cached likewise).
@@ -22,7 +22,6 @@ from alai.server.deps import Principal
 from alai.server.identity import credentials, external, jwt_tokens, service
 from alai.server.problems import ProblemError
 
-CACHE_SECONDS = 5.0
 log = structlog.get_logger("alai.identity")
 
 
@@ -34,7 +33,7 @@ class TtlCache:
 
     def get(self, key: str) -> Any | None:
         item = self._items.get(key)
-        if item is None or time.monotonic() - item[0] > self.seconds:
+        if item is None or time.monotonic() - item[0] >= self.seconds:
             return None
         return item[1]
 
@@ -45,7 +44,7 @@ class TtlCache:
 
 
 def api_token_authenticator(app: FastAPI):
-    cache = TtlCache(CACHE_SECONDS)
+    cache = TtlCache(app.state.settings.api_token_cache_seconds)
 
     async def authenticate(_: Request, token: str) -> Principal | None:
         if not token.startswith(credentials.API_TOKEN_PREFIX):
