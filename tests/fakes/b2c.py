@@ -257,6 +257,8 @@ class FakeB2C:
         if alg == "none":
             signature = b""
         elif alg.startswith("HS"):
+            if key is None:
+                raise ValueError("HS* tokens need key= (bytes or str)")
             secret = key.encode() if isinstance(key, str) else key
             signature = hmac.new(secret, signing_input, getattr(hashlib, "sha" + alg[2:])).digest()
         else:
@@ -358,7 +360,7 @@ class FakeB2C:
         text = entry[2].format(*args)
         extra = {"error_codes": [int(text[6:text.index(":")])], "timestamp": now, "trace_id": trace,
                  "correlation_id": correlation}
-        description = f"{text} Trace ID: {trace} Correlation ID: {correlation} Timestamp: {now}"
+        description = f"{text}\r\nTrace ID: {trace}\r\nCorrelation ID: {correlation}\r\nTimestamp: {now}"
         return (entry[3] if len(entry) > 3 else entry[0]), description, extra
 
     def _redirect_allowed(self, uri: str) -> bool:
@@ -464,7 +466,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _respond(self, params: dict[str, str], result: dict[str, str]) -> None:
         redirect_uri = params["redirect_uri"]
-        if params.get("state") is not None and "state" in params:
+        if "state" in params:
             result = {**result, "state": params["state"]}
         mode = params.get("response_mode") or "query"
         if mode == "form_post":

@@ -8,7 +8,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 
 from alai.server.identity import service
-from tests.support.oauth import REDIRECT_URI, authorize_params, pkce_pair, query_of, sign_in
+from tests.support.oauth import authorize_params, pkce_pair, query_of, sign_in
 
 PASSWORD = "correct horse battery staple"
 
