@@ -12,6 +12,8 @@
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
@@ -48,17 +50,21 @@ def isolated_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 
 @pytest.fixture(scope="session")
-def pg_admin_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def pg_admin_url() -> Iterator[str]:
     server_url = os.environ.get("ALAI_TEST_DATABASE_URL")
     if server_url:
         yield server_url
         return
-    server = EmbeddedPostgres(tmp_path_factory.mktemp("embedded-pg"), tuning=EPHEMERAL_TUNING)
+    # Outside pytest's own tmp tree: pytest re-tightens that tree's permissions when
+    # another pytest run starts, which would cut a server running as another user off.
+    folder = Path(tempfile.mkdtemp(prefix="alai-test-pg-"))
+    server = EmbeddedPostgres(folder, tuning=EPHEMERAL_TUNING)
     server.start()
     try:
         yield server.url("postgres")
     finally:
         server.stop()
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

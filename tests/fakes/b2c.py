@@ -150,7 +150,9 @@ class FakeB2C:
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
         self._server.daemon_threads = True
         self._server.fake = self  # type: ignore[attr-defined]
-        self._thread = threading.Thread(target=self._server.serve_forever, name="fake-b2c", daemon=True)
+        # A short poll interval: stop() waits for serve_forever to notice the shutdown request.
+        self._thread = threading.Thread(target=self._server.serve_forever, args=(0.02,), name="fake-b2c",
+                                        daemon=True)
         self._thread.start()
         return self
 
