@@ -110,3 +110,36 @@ def test_admin_token_cli_creates_lists_and_revokes(server):
     assert dup.returncode == 1 and "already exists" in dup.stderr
     rotated = run_cli("admin", "keys", "rotate")
     assert rotated.returncode == 0 and "signing with new key" in rotated.stdout
+
+
+def test_login_through_a_b2c_shaped_issuer(serve):
+    """The external path end to end: policy in the path, B2C claims, localhost redirect, refresh."""
+    import os
+
+    from tests.fakes.b2c import FakeB2C
+    from tests.support.oauth import sign_in_b2c_sync
+
+    with FakeB2C(policy="B2C_1_signin", access_token_lifetime=20) as b2c:
+        b2c.add_user("ana@alai.dev", "pw-ana-123456", name="Ana")
+        server = serve(env={
+            "ALAI_ADMIN_TOKEN": "e2e-admin-token", "ALAI_OIDC_AUTHORITY": b2c.authority,
+            "ALAI_OIDC_AUDIENCE": b2c.api_audience, "ALAI_OIDC_CLIENT_ID": b2c.client_id,
+            "ALAI_OIDC_SCOPES": b2c.full_scope, "ALAI_OIDC_B2C_POLICY": "B2C_1_signin",
+            "ALAI_OIDC_ALLOWED_DOMAINS": "alai.dev",
+        })
+        server.wait_ready()
+        cli = subprocess.Popen([*ALAI, "login", "--no-browser"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True, env={**os.environ, "ALAI_SERVER": server.url})
+        url = cli.stdout.readline().strip()
+        assert url.startswith(b2c.discovery()["authorization_endpoint"] + "?"), url
+        assert "redirect_uri=http%3A%2F%2Flocalhost%3A" in url and "code_challenge_method=S256" in url
+        location = sign_in_b2c_sync(url, "ana@alai.dev", "pw-ana-123456")
+        out, err = cli.communicate(location + "\n", timeout=30)
+        assert cli.returncode == 0, err
+        assert "as ana@alai.dev" in out
+        before = credentials.load("default", server.url).refresh_token
+        whoami = run_cli("whoami", "--json", env={"ALAI_SERVER": server.url})
+        assert whoami.returncode == 0, whoami.stderr
+        assert json.loads(whoami.stdout)["name"] == "ana@alai.dev"
+        # 20 s tokens: the CLI renewed at B2C's token endpoint and kept the rotated refresh token.
+        assert credentials.load("default", server.url).refresh_token != before

@@ -57,3 +57,14 @@ def sign_in_sync(authorize_url: str, username: str, password: str) -> str:
                              data={**form_fields(page.text), "username": username, "password": password})
         assert response.status_code == 302, response.text
         return response.headers["location"]
+
+
+def sign_in_b2c_sync(authorize_url: str, email: str, password: str) -> str:
+    """Signs in on the B2C-shaped fake's page (the form posts back to its own URL)."""
+    with httpx.Client(timeout=10) as http:
+        page = http.get(authorize_url)
+        assert page.status_code == 200, page.text
+        response = http.post(authorize_url.split("?")[0],
+                             data={**form_fields(page.text), "email": email, "password": password})
+        assert response.status_code == 302, response.text
+        return response.headers["location"]

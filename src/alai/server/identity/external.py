@@ -24,7 +24,10 @@ import jwt
 from alai.server.settings import Settings, comma_list
 
 JWKS_TTL = 3600.0
-MIN_REFETCH = 10.0
+# A kid we have not seen triggers one refetch, at most this often, and a kid that was
+# still unknown after a refetch is not asked about again for UNKNOWN_KID_TTL.
+MIN_REFETCH = 1.0
+UNKNOWN_KID_TTL = 300.0
 LEEWAY_SECONDS = 60
 
 
@@ -64,6 +67,7 @@ class ExternalVerifier:
         self._discovery: dict[str, Any] | None = None
         self._keys: dict[str, Any] = {}
         self._keys_fetched_at = 0.0
+        self._unknown_kids: dict[str, float] = {}
         self._lock = asyncio.Lock()
 
     async def close(self) -> None:
@@ -107,12 +111,18 @@ class ExternalVerifier:
         self._keys_fetched_at = time.monotonic()
 
     async def _key_for(self, kid: str) -> Any:
-        if kid in self._keys and time.monotonic() - self._keys_fetched_at < JWKS_TTL:
+        now = time.monotonic()
+        if kid in self._keys and now - self._keys_fetched_at < JWKS_TTL:
             return self._keys[kid]
         async with self._lock:
             age = time.monotonic() - self._keys_fetched_at
-            if kid not in self._keys and age >= MIN_REFETCH or age >= JWKS_TTL:
+            known_bad = time.monotonic() - self._unknown_kids.get(kid, -UNKNOWN_KID_TTL) < UNKNOWN_KID_TTL
+            if age >= JWKS_TTL or (kid not in self._keys and age >= MIN_REFETCH and not known_bad):
                 await self._refresh_keys()
+                if kid not in self._keys:
+                    if len(self._unknown_kids) > 1000:
+                        self._unknown_kids.clear()
+                    self._unknown_kids[kid] = time.monotonic()
         if kid not in self._keys:
             raise ExternalTokenInvalid("token signed with an unknown key")
         return self._keys[kid]

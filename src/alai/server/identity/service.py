@@ -99,21 +99,39 @@ async def authenticate_password(conn: AsyncConnection, *, username: str, passwor
 async def upsert_external_user(
     conn: AsyncConnection, *, issuer: str, subject: str, email: str | None, name: str | None, admin: bool,
 ) -> User:
-    """The local user of an external identity, created on first sight."""
-    username = email or f"{subject}@{issuer}"
+    """The local user of an external identity, created on first sight.
+
+    Never linked to an existing account by email: that would let whoever controls an
+    issuer's email claim take over a local account. A taken username gets a suffix.
+    """
     cursor = await conn.execute(
         f"""
-        INSERT INTO identity_users (id, username, email, display_name, external_issuer, external_subject, scopes,
-                                    last_login_at)
-        VALUES (%s, %s, %s, %s, %s, %s, %s, now())
-        ON CONFLICT (external_issuer, external_subject) DO UPDATE
-            SET email = EXCLUDED.email, display_name = EXCLUDED.display_name, last_login_at = now()
-        RETURNING {USER_COLUMNS}
+        UPDATE identity_users SET email = %s, display_name = %s, last_login_at = now()
+        WHERE external_issuer = %s AND external_subject = %s RETURNING {USER_COLUMNS}
         """,
-        (uuid.uuid4(), f"{username}#{subject[:8]}" if email is None else username, email, name, issuer, subject,
-         user_scopes(admin=admin)),
+        (email, name, issuer, subject),
     )
-    return _user(await cursor.fetchone())
+    row = await cursor.fetchone()
+    if row:
+        return _user(row)
+    base = email or f"{subject}@external"
+    for candidate in (base, f"{base}~{credentials.digest(issuer)[:6]}", f"{base}~{subject[:12]}"):
+        try:
+            async with conn.transaction():
+                cursor = await conn.execute(
+                    f"""
+                    INSERT INTO identity_users (id, username, email, display_name, external_issuer, external_subject,
+                                                scopes, last_login_at)
+                    VALUES (%s, %s, %s, %s, %s, %s, %s, now())
+                    ON CONFLICT (external_issuer, external_subject) DO UPDATE SET last_login_at = now()
+                    RETURNING {USER_COLUMNS}
+                    """,
+                    (uuid.uuid4(), candidate, email, name, issuer, subject, user_scopes(admin=admin)),
+                )
+                return _user(await cursor.fetchone())
+        except errors.UniqueViolation:
+            continue
+    raise ProblemError(409, f"cannot create a local account for {base}: the usernames are taken")
 
 
 # -- API tokens ---------------------------------------------------------------------
