@@ -20,6 +20,9 @@ def _routes(app):
 
 
 def _scope_of(route: APIRoute) -> str | None:
+    declared = getattr(route, "alai_scopes", ())
+    if declared:
+        return declared[0]
     for dependency in route.dependant.dependencies:
         scope = getattr(dependency.call, "alai_scope", None)
         if scope:

@@ -65,10 +65,41 @@ def api_token_authenticator(app: FastAPI):
     return authenticate
 
 
+class VerifiedTokens:
+    """Principals of JWTs already verified, until the token expires (bounded, per replica).
+
+    Verifying an RS256 signature costs more than the rest of a small request; an agent
+    sends the same access token many times. Access tokens cannot be revoked before
+    they expire, so remembering a verdict until `exp` changes nothing about security.
+    """
+
+    def __init__(self, max_entries: int = 10_000) -> None:
+        self.max_entries = max_entries
+        self._items: dict[str, tuple[float, Principal]] = {}
+
+    def get(self, token: str) -> Principal | None:
+        item = self._items.get(token)
+        if item is None:
+            return None
+        if item[0] <= time.time():
+            self._items.pop(token, None)
+            return None
+        return item[1]
+
+    def put(self, token: str, principal: Principal, expires_at: float) -> None:
+        if len(self._items) >= self.max_entries:
+            self._items.clear()
+        self._items[token] = (expires_at, principal)
+
+
 def builtin_jwt_authenticator(app: FastAPI):
     issuer = app.state.settings.issuer
+    verified = VerifiedTokens()
 
     async def authenticate(_: Request, token: str) -> Principal | None:
+        cached = verified.get(token)
+        if cached is not None:
+            return cached
         if token.count(".") != 2 or jwt_tokens.unverified_issuer(token) != issuer:
             return None
         keyring = app.state.keyring
@@ -82,8 +113,11 @@ def builtin_jwt_authenticator(app: FastAPI):
         except jwt.InvalidTokenError as error:
             raise ProblemError(401, f"the access token is not valid ({error}); run `alai login` again",
                                headers={"WWW-Authenticate": 'Bearer error="invalid_token"'}) from None
-        return Principal(subject=str(claims["sub"]), kind="user", scopes=frozenset(str(claims.get("scope", "")).split()),
-                         name=claims.get("email") or claims.get("name") or str(claims["sub"]))
+        principal = Principal(subject=str(claims["sub"]), kind="user",
+                              scopes=frozenset(str(claims.get("scope", "")).split()),
+                              name=claims.get("email") or claims.get("name") or str(claims["sub"]))
+        verified.put(token, principal, float(claims["exp"]))
+        return principal
 
     return authenticate
 

@@ -8,7 +8,7 @@ from typing import Any
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 
-from alai.server.deps import Connection, Principal, public, require_scope
+from alai.server.deps import Connection, Principal, api_router, public, require_scope
 from alai.server.identity import external, oauth, pages, service
 from alai.server.identity.service import OAuthError
 from alai.server.problems import ProblemError
@@ -36,7 +36,7 @@ def _oauth_error(error: OAuthError) -> JSONResponse:
 
 
 def router_factory() -> APIRouter:
-    router = APIRouter(tags=["identity"])
+    router = api_router(tags=["identity"])
 
     @router.get("/.well-known/openid-configuration")
     @public

@@ -12,7 +12,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from psycopg_pool import PoolTimeout
 
 from alai._version import __version__
-from alai.server.deps import public, require_scope
+from alai.server.deps import api_router, public, require_scope
 from alai.server.logging import redact_url_passwords
 from alai.server.ops import service
 from alai.server.problems import ProblemError
@@ -57,7 +57,7 @@ def _first_line(error: Exception) -> str:
 
 
 def router_factory() -> APIRouter:
-    router = APIRouter(tags=["ops"])
+    router = api_router(tags=["ops"])
 
     @router.get("/healthz", response_model=dict[str, str])
     @public
