@@ -76,6 +76,10 @@ class Settings(BaseSettings):
     oidc_allowed_domains: str = ""
     oidc_admin_emails: str = ""
 
+    # Mission Control's workflow: the statuses in order, and which of them close a task.
+    mc_statuses: str = "todo,in_progress,blocked,review,done,cancelled"
+    mc_closed_statuses: str = "done,cancelled"
+
     # How often a replica records that it is alive (shown in /v1/status).
     instance_heartbeat_seconds: float = Field(default=15.0, gt=0)
 
