@@ -13,7 +13,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Seque
 from dataclasses import dataclass, field
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Request, Response
+from fastapi import APIRouter, Depends, Request, Response, WebSocket
 from fastapi.routing import APIRoute
 from psycopg import AsyncConnection
 from psycopg_pool import PoolTimeout
@@ -138,6 +138,40 @@ class ScopedRoute(APIRoute):
 def api_router(**kwargs: Any) -> APIRouter:
     """The APIRouter every module uses (scopes checked by ScopedRoute)."""
     return APIRouter(route_class=ScopedRoute, **kwargs)
+
+
+async def authenticate_websocket(websocket: WebSocket, scope: str) -> Principal | None:
+    """Checks a WebSocket's bearer token (header, or `access_token` query parameter for
+    clients that cannot set headers) before accepting it. On failure the handshake is
+    refused with the problem's HTTP status (401/403) and None is returned."""
+    header = websocket.headers.get("authorization", "")
+    token = header.partition(" ")[2].strip() if header.lower().startswith("bearer ") else None
+    token = token or websocket.query_params.get("access_token")
+    try:
+        if not token:
+            raise _unauthorized("this stream needs a bearer token (Authorization header or access_token)")
+        principal = None
+        for authenticate in websocket.app.state.authenticators:
+            principal = await authenticate(websocket, token)  # type: ignore[arg-type]
+            if principal is not None:
+                break
+        if principal is None:
+            raise _unauthorized("the bearer token is not valid (unknown, expired or revoked); run `alai login` again")
+        _check_scope(principal, scope)
+    except ProblemError as error:
+        from fastapi.responses import JSONResponse
+
+        from alai.wire.problem import Problem, problem_type
+
+        body = Problem(type=problem_type(error.slug), title=error.title, status=error.status, detail=error.detail)
+        try:
+            await websocket.send_denial_response(
+                JSONResponse(body.model_dump(exclude_none=True), status_code=error.status,
+                             media_type="application/problem+json"))
+        except RuntimeError:  # the server cannot send HTTP responses on a WebSocket
+            await websocket.close(code=1008, reason=error.detail[:120])
+        return None
+    return principal
 
 
 def public(endpoint: Callable) -> Callable:
