@@ -25,6 +25,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "logout": ("alai.cli.auth", "logout", "Sign out: revoke and forget this profile's login."),
     "whoami": ("alai.cli.auth", "whoami", "Show who the control plane thinks you are."),
     "auth": ("alai.cli.auth", "auth", "Inspect how this machine authenticates (auth status)."),
+    "mc": ("alai.cli.mc", "mc", "Mission Control: list, show, create and change tasks; watch changes live."),
 }
 
 

@@ -127,9 +127,14 @@ class BulkResult(BaseModel):
 
 
 class Event(BaseModel):
-    """One change, as the stream sends it. `id` is the resume position."""
+    """One change, as the stream sends it.
+
+    `position` ("<tx>-<id>") is where a client resumes from (SSE `id:`, `?after=`);
+    `id` is the change's number, also accepted as `after` for people.
+    """
 
     id: int
+    position: str
     kind: EventKind
     task_id: str
     actor: str

@@ -65,6 +65,13 @@ def _filter_from(status: str | None, assignee: str | None, project: str | None) 
                               project=project)
 
 
+async def _position(conn, value: str | None) -> stream.Position | None:
+    try:
+        return await stream.parse_position(conn, value)
+    except stream.BadPosition as error:
+        raise ProblemError(400, f"{error}; resume from a position the stream sent", slug="bad-event-id") from None
+
+
 def router_factory():
     router = api_router(prefix="/v1/mc", tags=["mc"])
 
@@ -176,24 +183,22 @@ def router_factory():
         return BulkResult(updated=len(tasks), ids=[t.id for t in tasks])
 
     @router.get("/events", response_model=list[Event], dependencies=[READ])
-    async def events(conn: Connection, after: Annotated[int, Query(ge=0)] = 0,
+    async def events(conn: Connection, after: Annotated[str, Query(max_length=64)] = "0",
                      limit: Annotated[int, Query(ge=1, le=1000)] = 100) -> list[Event]:
-        """Changes after an event id, in order (for polling and catching up)."""
-        return await stream.visible_events(conn, after=after, limit=limit)
+        """Changes after a position (or event id; 0 = from the start), in order."""
+        start = await _position(conn, after) or stream.START
+        return await stream.visible_events(conn, after=start, limit=limit)
 
     @router.get("/events/stream", dependencies=[READ])
     async def event_stream(
-        request: Request, after: Annotated[int | None, Query(ge=0)] = None,
+        request: Request, after: Annotated[str | None, Query(max_length=64)] = None,
         last_event_id: Annotated[str | None, Header()] = None,
         status: str | None = None, assignee: str | None = None, project: str | None = None,
     ) -> StreamingResponse:
-        """Server-Sent Events of every change; resume with Last-Event-ID."""
-        start = after
-        if last_event_id is not None:
-            try:
-                start = int(last_event_id)
-            except ValueError:
-                raise ProblemError(400, "Last-Event-ID must be an event id", slug="bad-event-id") from None
+        """Server-Sent Events of every change; resume with Last-Event-ID (or ?after=)."""
+        # A short-lived connection: the stream itself must not hold one for its life.
+        async with request.app.state.pool.connection() as conn:
+            start = await _position(conn, last_event_id if last_event_id is not None else after)
         where = _filter_from(status, assignee, project)
 
         async def body():
@@ -204,7 +209,7 @@ def router_factory():
                 if await request.is_disconnected():
                     return
                 if event is not None:
-                    yield f"id: {event.id}\nevent: {event.kind}\ndata: {event.model_dump_json()}\n\n"
+                    yield f"id: {event.position}\nevent: {event.kind}\ndata: {event.model_dump_json()}\n\n"
                     last_sent = loop.time()
                 elif loop.time() - last_sent > KEEPALIVE_SECONDS:
                     yield ": keepalive\n\n"
@@ -214,10 +219,16 @@ def router_factory():
                                  headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})
 
     @router.websocket("/stream")
-    async def websocket_stream(websocket: WebSocket, after: int | None = None, status: str | None = None,
+    async def websocket_stream(websocket: WebSocket, after: str | None = None, status: str | None = None,
                                assignee: str | None = None, project: str | None = None) -> None:
-        """Every change as JSON messages; reconnect with ?after=<last id seen> to resume."""
+        """Every change as JSON messages; reconnect with ?after=<last position seen> to resume."""
         if await authenticate_websocket(websocket, "mc:read") is None:
+            return
+        try:
+            async with websocket.app.state.pool.connection() as conn:
+                start = await stream.parse_position(conn, after)
+        except stream.BadPosition as error:
+            await websocket.close(code=1008, reason=str(error)[:120])
             return
         await websocket.accept()
         where = _filter_from(status, assignee, project)
@@ -229,7 +240,7 @@ def router_factory():
 
         closer = asyncio.create_task(watch_disconnect())
         try:
-            async for event in stream.follow(websocket.app, after=after, where=where):
+            async for event in stream.follow(websocket.app, after=start, where=where):
                 if closer.done():
                     return
                 if event is not None:

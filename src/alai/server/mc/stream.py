@@ -5,13 +5,17 @@ LISTEN connection (re-established after a loss) and a wake-up signal that reader
 wait on, with a 1 s poll as the safety net for lost notifications and for events
 held back by a transaction still running elsewhere.
 
-Gaplessness: ids come from an identity sequence, so a transaction can commit an
-event with a smaller id after another one with a larger id was already visible. A
-reader therefore only takes events whose writing transaction (`tx`) is older than
-the oldest transaction still running (`pg_snapshot_xmin`): nothing with a smaller id
-can appear after that. Delivery is in id order; a client resumes with the last id it
-saw. The price: a long-running transaction anywhere in the database holds the stream
-back until it ends.
+Gaplessness: neither sequence ids nor transaction ids follow commit order, so a
+reader that delivered an event could later see another one "before" it commit. The
+stream is therefore ordered by position = (tx, id), where tx is the writing
+transaction's id (xid8), and a reader only takes events whose transaction is older
+than the oldest transaction still running (`pg_snapshot_xmin`). Every transaction
+below that horizon has ended, so the set of events below it is final, and a new event
+always lands above every position already delivered. Changes of one task keep their
+order because each write locks the task row first, which is what assigns the
+transaction id. A client resumes with the last position it saw (or an event id).
+The price: a long-running transaction anywhere in the database holds the stream back
+until it ends.
 """
 
 from __future__ import annotations
@@ -35,12 +39,14 @@ POLL_SECONDS = 1.0
 BATCH = 500
 
 VISIBLE_EVENTS = """
-SELECT id, kind, task_id, actor, created_at AS at, payload
+SELECT id, tx::text AS tx, kind, task_id, actor, created_at AS at, payload
 FROM mc_events
-WHERE id > %s AND tx < pg_snapshot_xmin(pg_current_snapshot())
-ORDER BY id
+WHERE (tx, id) > (%s::xid8, %s) AND tx < pg_snapshot_xmin(pg_current_snapshot())
+ORDER BY tx, id
 LIMIT %s
 """
+Position = tuple[int, int]
+START: Position = (0, 0)
 
 
 @dataclass(frozen=True)
@@ -62,18 +68,50 @@ class EventFilter:
 
 def to_event(row: dict[str, Any]) -> Event:
     payload = row["payload"] or {}
-    return Event(id=row["id"], kind=row["kind"], task_id=row["task_id"], actor=row["actor"], at=row["at"],
+    return Event(id=row["id"], position=f"{row['tx']}-{row['id']}", kind=row["kind"], task_id=row["task_id"], actor=row["actor"], at=row["at"],
                  task=payload.get("task"), comment=payload.get("comment"), changes=payload.get("changes"))
 
 
-async def visible_events(conn: AsyncConnection, *, after: int, limit: int = BATCH) -> list[Event]:
-    rows = await (await conn.execute(VISIBLE_EVENTS, (after, limit))).fetchall()
+async def visible_events(conn: AsyncConnection, *, after: Position, limit: int = BATCH) -> list[Event]:
+    rows = await (await conn.execute(VISIBLE_EVENTS, (str(after[0]), after[1], limit))).fetchall()
     return [to_event(row) for row in rows]
 
 
-async def latest_event_id(conn: AsyncConnection) -> int:
-    row = await (await conn.execute("SELECT coalesce(max(id), 0) AS id FROM mc_events")).fetchone()
-    return int(row["id"])
+def position_of(event: Event) -> Position:
+    tx, _, event_id = event.position.partition("-")
+    return int(tx), int(event_id)
+
+
+async def current_position(conn: AsyncConnection) -> Position:
+    """The position of "now": after every event that is final."""
+    row = await (await conn.execute(
+        "SELECT tx::text AS tx, id FROM mc_events WHERE tx < pg_snapshot_xmin(pg_current_snapshot()) "
+        "ORDER BY tx DESC, id DESC LIMIT 1")).fetchone()
+    return (int(row["tx"]), int(row["id"])) if row else START
+
+
+class BadPosition(ValueError):
+    pass
+
+
+async def parse_position(conn: AsyncConnection, value: str | None) -> Position | None:
+    """A resume point from a client: "<tx>-<id>", an event id ("42"; "0" = the beginning), or None (now)."""
+    if value is None or value == "":
+        return None
+    text = value.strip()
+    try:
+        if "-" in text:
+            tx, _, event_id = text.partition("-")
+            return int(tx), int(event_id)
+        event_id = int(text)
+    except ValueError:
+        raise BadPosition(f"{value!r} is not an event position or id") from None
+    if event_id <= 0:
+        return START
+    row = await (await conn.execute("SELECT tx::text AS tx FROM mc_events WHERE id = %s", (event_id,))).fetchone()
+    if row is None:
+        raise BadPosition(f"there is no event {event_id}")
+    return int(row["tx"]), event_id
 
 
 class Wakeup:
@@ -125,20 +163,20 @@ async def stream_lifespan(app: FastAPI) -> AsyncIterator[None]:
             await asyncio.wait_for(listener, 5)
 
 
-async def follow(app: FastAPI, *, after: int | None, where: EventFilter) -> AsyncIterator[Event | None]:
+async def follow(app: FastAPI, *, after: Position | None, where: EventFilter) -> AsyncIterator[Event | None]:
     """Events after `after` (None: from now), forever. Yields None as a keep-alive tick."""
     wakeup: Wakeup = app.state.mc_wakeup
     pool = app.state.pool
     if after is None:
         async with pool.connection() as conn:
-            after = await latest_event_id(conn)
+            after = await current_position(conn)
     while True:
         # Taken before the query: a wake-up that lands while we read is not lost.
         generation = wakeup.generation
         async with pool.connection() as conn:
             batch = await visible_events(conn, after=after)
         for event in batch:
-            after = event.id
+            after = position_of(event)
             if where.matches(event):
                 yield event
         if len(batch) == BATCH:

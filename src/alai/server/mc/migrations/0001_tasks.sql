@@ -58,9 +58,9 @@ CREATE TABLE mc_history (
 
 CREATE INDEX mc_history_task ON mc_history (task_id, id);
 
--- The change log. `tx` lets readers deliver in id order without gaps: a reader only
--- takes rows whose transaction is older than every transaction still running, so a
--- row with a smaller id can never commit after one it already delivered.
+-- The change log, read in (tx, id) order: a reader only takes rows whose transaction
+-- is older than every transaction still running, so no row can ever appear before a
+-- position it already delivered (see mc/stream.py).
 CREATE TABLE mc_events (
     id          bigint      GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
     tx          xid8        NOT NULL DEFAULT pg_current_xact_id(),
@@ -70,6 +70,8 @@ CREATE TABLE mc_events (
     payload     jsonb       NOT NULL,
     created_at  timestamptz NOT NULL DEFAULT now()
 );
+
+CREATE INDEX mc_events_position ON mc_events (tx, id);
 
 CREATE TABLE mc_idempotency (
     principal     text        NOT NULL,
