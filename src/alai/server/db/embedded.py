@@ -95,7 +95,7 @@ class EmbeddedPostgres:
             self._write_config()
             if self._pg_ctl_status_running():
                 # Left behind by an owner that was killed: restart it under our settings.
-                self._pg_ctl("stop", "-m", "fast", "-w", "-t", "30")
+                self._shutdown()
             self._pg_ctl("start", "-w", "-t", "60", "-l", str(self.pgdata / "log" / "server.log"), new_session=True)
             self._started = True
             self._ensure_database()
@@ -108,10 +108,7 @@ class EmbeddedPostgres:
         """Stop the server (fast shutdown: sessions are ended, data is flushed)."""
         try:
             if self._started or (self._lock.is_locked and self._pg_ctl_status_running()):
-                try:
-                    self._pg_ctl("stop", "-m", "fast", "-w", "-t", "60")
-                except EmbeddedPostgresError:
-                    self._pg_ctl("stop", "-m", "immediate", "-w", "-t", "30")
+                self._shutdown()
             self._started = False
         finally:
             if self._lock.is_locked:
@@ -232,9 +229,49 @@ class EmbeddedPostgres:
         if self._run_as:
             os.chown(path, self._run_as["user"], self._run_as["group"])  # type: ignore[arg-type]
 
+    def _postmaster_pid(self) -> int | None:
+        """The pid in postmaster.pid if that process is alive (read directly: works
+        whatever the permissions of the directories above PGDATA are for the server user)."""
+        try:
+            pid = int((self.pgdata / "postmaster.pid").read_text().splitlines()[0])
+        except (OSError, ValueError, IndexError):
+            return None
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return None
+        except PermissionError:
+            pass  # alive, owned by someone else
+        return pid
+
+    def _shutdown(self) -> None:
+        if os.name == "nt":
+            try:
+                self._pg_ctl("stop", "-m", "fast", "-w", "-t", "60")
+            except EmbeddedPostgresError:
+                self._pg_ctl("stop", "-m", "immediate", "-w", "-t", "30")
+            return
+        import signal
+        import time
+
+        # What `pg_ctl stop -m fast` does, without needing a path the server user can read.
+        for signum, patience in ((signal.SIGINT, 60.0), (signal.SIGQUIT, 30.0)):
+            pid = self._postmaster_pid()
+            if pid is None:
+                return
+            os.kill(pid, signum)
+            deadline = time.monotonic() + patience
+            while time.monotonic() < deadline:
+                if self._postmaster_pid() is None:
+                    return
+                time.sleep(0.05)
+        raise EmbeddedPostgresError(f"the embedded PostgreSQL in {self.pgdata} did not stop")
+
     def _pg_ctl_status_running(self) -> bool:
         if not (self.pgdata / "PG_VERSION").exists():
             return False
+        if os.name != "nt":
+            return self._postmaster_pid() is not None
         result = subprocess.run(
             [_exe("pg_ctl"), "status", "-D", str(self.pgdata)],
             capture_output=True, text=True, **self._run_as,  # type: ignore[arg-type]
