@@ -68,3 +68,12 @@ async def test_every_private_route_answers_401_without_and_403_with_the_wrong_sc
 async def test_public_routes_answer_without_a_token(anonymous_client, path):
     response = await anonymous_client.get(path)
     assert response.status_code == 200
+
+
+def test_every_websocket_route_declares_its_scope(app):
+    from fastapi.routing import APIWebSocketRoute
+
+    sockets = [route for router in app.state.routers for route in router.routes
+               if isinstance(route, APIWebSocketRoute)]
+    assert sockets, "expected the Mission Control stream"
+    assert [r.path for r in sockets if not getattr(r.endpoint, "alai_scope", None)] == []
