@@ -290,7 +290,13 @@ def _history(client, task_id: str) -> list:
 
 
 def _out():
-    out = console()
+    if os.environ.get("NO_COLOR"):
+        from rich.console import Console
+
+        # NO_COLOR on a terminal: no escape codes at all (console() still sends bold and dim).
+        out = Console(color_system=None, highlight=False, soft_wrap=False)
+    else:
+        out = console()
     if not sys.stdout.isatty() and not os.environ.get("COLUMNS"):
         out.width = 10_000  # piped: there is no terminal to fit, so titles are not cut
     return out
@@ -714,11 +720,13 @@ def history(ctx: click.Context, task_id: str, as_json: bool) -> None:
 # -- watch --------------------------------------------------------------------------------------
 
 
-def follow_events(client, *, params: dict[str, str], last_id: int | None,
+def follow_events(client, *, params: dict[str, str], last_id: str | None,
                   on_connect: Callable[[], None] = lambda: None,
                   on_retry: Callable[[str, float], None] = lambda reason, delay: None,
                   sleep: Callable[[float], None] = time.sleep) -> Iterator[tuple[str, str]]:
     """(kind, JSON) of each event of the SSE stream, forever; resumes after a drop with Last-Event-ID.
+
+    `last_id` is opaque: the stream's last `id:` (a position), or an event id from the user.
 
     The first connection's errors are raised (a wrong server or token should not
     spin); after that, lost connections and 5xx answers are retried with backoff.
@@ -736,7 +744,7 @@ def follow_events(client, *, params: dict[str, str], last_id: int | None,
             client.request("GET", "/v1/mc/statuses")
             headers = {"Accept": "text/event-stream"}
             if last_id is not None:
-                headers["Last-Event-ID"] = str(last_id)
+                headers["Last-Event-ID"] = last_id
             timeout = httpx.Timeout(client.profile.timeout, read=STREAM_READ_TIMEOUT)
             # Client has no streaming call of its own yet; its httpx client carries the auth.
             with client._http.stream("GET", "/v1/mc/events/stream", params=params, headers=headers,
@@ -748,8 +756,8 @@ def follow_events(client, *, params: dict[str, str], last_id: int | None,
                     on_connect()
                 connected, delay = True, RECONNECT_FIRST
                 for message in parse_sse(response.iter_lines()):
-                    if message.id is not None and message.id.isdigit():
-                        last_id = int(message.id)
+                    if message.id:
+                        last_id = message.id
                     if message.data is not None:
                         yield message.event, message.data
             reason = "the server ended the stream"
@@ -804,15 +812,15 @@ def format_event(kind: str, data: str, now: datetime | None = None) -> str:
 @click.option("--status", "-s", "statuses", multiple=True, help="Only tasks in these statuses (repeat or comma list).")
 @click.option("--assignee", "-a", help="Only tasks assigned to this name.")
 @click.option("--project", "-P", help="Only this project.")
-@click.option("--since-id", type=click.IntRange(0), help="Start after this event id (0: replay everything).")
-@click.option("--json", "as_json", is_flag=True, help="One JSON event per line (JSON Lines).")
+@click.option("--since-id", metavar="ID", help="Start after this event id or position (0: replay everything).")
+@click.option("--json", "as_json", is_flag=True, help="Each event as the API sends it, one per line (JSON Lines).")
 @click.pass_context
 def watch(ctx: click.Context, statuses: tuple[str, ...], assignee: str | None, project: str | None,
-          since_id: int | None, as_json: bool) -> None:
+          since_id: str | None, as_json: bool) -> None:
     """Follow changes to tasks live, one line per event, until Ctrl-C.
 
-    A dropped connection is resumed where it stopped (no event lost); the
-    reconnection attempts are reported on stderr.
+    A dropped connection is resumed after the last event received (Last-Event-ID),
+    retrying every 0.5 s up to every 10 s; the attempts are reported on stderr.
     """
     params = {key: value for key, value in (("assignee", assignee), ("project", project)) if value is not None}
     wanted = [part.strip() for value in statuses for part in value.split(",") if part.strip()]
