@@ -145,4 +145,7 @@ def _show_plan(plan, as_json: bool) -> None:
 
 
 # Subgroups live in their own modules; importing them attaches them to `admin`.
-from alai.cli import admin_identity  # noqa: E402,F401
+from alai.cli import (
+    admin_identity,  # noqa: E402,F401
+    admin_import,  # noqa: E402,F401
+)

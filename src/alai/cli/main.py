@@ -8,7 +8,6 @@ when it is run (or when its help is shown).
 from __future__ import annotations
 
 import importlib
-import os
 import sys
 
 import click
@@ -61,8 +60,6 @@ def root(ctx: click.Context, profile: str | None) -> None:
 
 def cli() -> None:
     """Console-script entry point: exit codes 0 (ok), 1 (failed), 2 (usage)."""
-    if os.environ.get("NO_COLOR"):
-        os.environ.setdefault("TERM", "dumb")
     try:
         root.main(prog_name="alai")
     except KeyboardInterrupt:  # pragma: no cover - interactive

@@ -16,8 +16,9 @@ import click
 def console():  # -> rich.console.Console; imported lazily, it costs ~30 ms
     from rich.console import Console
 
-    no_color = bool(os.environ.get("NO_COLOR")) or not sys.stdout.isatty()
-    return Console(no_color=no_color, highlight=False, soft_wrap=False)
+    plain = bool(os.environ.get("NO_COLOR")) or not sys.stdout.isatty()
+    # color_system=None drops every escape code (bold and dim too), not only colours.
+    return Console(no_color=plain, color_system=None if plain else "auto", highlight=False, soft_wrap=False)
 
 
 def print_json(data: Any) -> None:

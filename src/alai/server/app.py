@@ -41,6 +41,7 @@ def create_app(settings: Settings) -> FastAPI:
                         await stack.enter_async_context(module.lifespan(app))
                 log.info("serving", modules=[m.name for m in served], version=__version__)
                 yield
+                app.state.draining = True
         finally:
             await app.state.pool.close()
 
@@ -65,6 +66,9 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.started_at = ops_service.utcnow()
     app.state.metrics = Metrics(pool_stats=lambda: db_pool.get_stats() if not db_pool.closed else None)
     app.state.authenticators = []
+    # Set when the server starts shutting down: long-lived streams end themselves
+    # (clients resume elsewhere) instead of holding the graceful shutdown open.
+    app.state.draining = False
     if settings.admin_token is not None:
         app.state.authenticators.append(deps.static_token_authenticator(settings.admin_token.get_secret_value()))
 

@@ -35,6 +35,17 @@ def _exit_on_signal(signum: int, _frame: object) -> None:
     raise GracefulExit(0)
 
 
+class DrainingServer(uvicorn.Server):
+    """Tells the app it is shutting down as soon as the signal arrives, before uvicorn
+    waits for open connections: streams end, clients reconnect to another replica."""
+
+    def handle_exit(self, sig: int, frame: object) -> None:
+        app = self.config.app
+        if hasattr(app, "state"):
+            app.state.draining = True
+        super().handle_exit(sig, frame)  # type: ignore[arg-type]
+
+
 def load_or_create_admin_token(path: Path) -> str:
     """The local admin token: created once, readable only by its owner."""
     if path.exists():
@@ -91,7 +102,7 @@ def run(settings: Settings) -> int:
             server_header=False,
             timeout_graceful_shutdown=20,
         )
-        server = uvicorn.Server(config)
+        server = DrainingServer(config)
         server.run()
         if not server.started:
             log.error("the control plane did not start; see the errors above")

@@ -80,6 +80,7 @@ class SourceTable:
     keys: list[str] = field(default_factory=list)
     key_columns: list[str] = field(default_factory=list)
     error: str | None = None
+    has_bad_text: bool = False  # some TEXT was not UTF-8 (see import_values.BadText)
 
 
 @dataclass
@@ -147,6 +148,7 @@ def _read_table(db: sqlite3.Connection, name: str, progress: Callable[[str, int,
             table.error = str(error)
             return table
     key_positions = [columns.index(column) for column in key_columns]
+    bad_before = import_values.BadText.made
     seen: set[str] = set()
     total = db.execute(f"SELECT count(*) FROM {_quote(name)}").fetchone()[0] if progress else 0
     try:
@@ -162,6 +164,7 @@ def _read_table(db: sqlite3.Connection, name: str, progress: Callable[[str, int,
                 progress(f"read {name}", len(table.rows), total)
     except sqlite3.DatabaseError as error:
         table.error = f"stopped after {len(table.rows)} rows: {error}"
+    table.has_bad_text = import_values.BadText.made != bad_before
     if progress:
         progress(f"read {name}", len(table.rows), max(total, len(table.rows)))
     return table

@@ -8,33 +8,22 @@ Every source row ends up in `Plan.source_rows` whatever happens to it.
 
 from __future__ import annotations
 
-import json
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from alai.server.mc import import_children
 from alai.server.mc import import_values as values
+from alai.server.mc.import_children import ChildCandidate, SourceRow
 from alai.server.mc.import_source import TARGET_TABLES, Detected, SourceTable
-from alai.wire.mc import COMMENT_MAX, DESCRIPTION_MAX, TITLE_MAX
+from alai.wire.mc import DESCRIPTION_MAX, TITLE_MAX
 
 TASK_COLUMNS = ("id", "title", "description", "status", "priority", "assignee", "project", "labels", "parent_id",
                 "due_date", "metadata", "created_at", "updated_at", "closed_at", "archived_at", "created_by")
 COMMENT_COLUMNS = ("id", "task_id", "author", "body", "created_at")
 HISTORY_COLUMNS = ("id", "task_id", "field", "old_value", "new_value", "changed_by", "changed_at", "source")
-FALLBACK_ACTOR = "import"
 NO_STATUS = "(none)"
-
-
-@dataclass
-class SourceRow:
-    """One source row as mc_import_rows keeps it."""
-
-    table: str
-    key: str
-    data: str
-    problems: list[str] = field(default_factory=list)
-    target_id: str | None = None
 
 
 @dataclass
@@ -43,22 +32,6 @@ class TaskCandidate:
     parent_ref: str | None
     source: SourceRow
     write: bool = False
-
-
-@dataclass
-class ChildCandidate:
-    """A comment or a history entry: written only if its task exists."""
-
-    task_id: str | None
-    values: tuple
-    source: SourceRow
-    identity: tuple  # what makes two rows the same comment or the same change
-    write: bool = False
-
-
-def canonical_json(value: Any) -> str | None:
-    """A JSON value as text that compares equal however jsonb ordered its keys."""
-    return None if value is None else json.dumps(value, sort_keys=True, ensure_ascii=False, default=str)
 
 
 @dataclass
@@ -75,22 +48,26 @@ class Plan:
     notes: list[str] = field(default_factory=list)
     rows_of_table: dict[str, list[SourceRow]] = field(default_factory=dict)
 
-    def referenced_task_ids(self) -> set[str]:
-        ids = {task.values["id"] for task in self.tasks}
-        ids.update(task.parent_ref for task in self.tasks if task.parent_ref)
-        ids.update(child.task_id for child in (*self.comments, *self.history) if child.task_id)
-        return ids
+    @property
+    def task_ids(self) -> set[str]:
+        return {task.values["id"] for task in self.tasks}
 
-    def resolve(self, existing_ids: set[str], existing_comments: Counter, existing_history: Counter) -> None:
-        """Decides what is written, given what the database already holds."""
-        new_ids = {task.values["id"] for task in self.tasks if task.values["id"] not in existing_ids}
-        kept = sorted(task.values["id"] for task in self.tasks if task.values["id"] in existing_ids)
+    def parent_refs(self) -> set[str]:
+        return {task.parent_ref for task in self.tasks if task.parent_ref}
+
+    def child_refs(self) -> set[str]:
+        return {child.task_id for child in (*self.comments, *self.history) if child.task_id}
+
+    def resolve_tasks(self, existing_ids: set[str]) -> None:
+        """Decides which tasks are written and links their parents, given the ids that exist already."""
+        ids = self.task_ids
+        kept = sorted(ids & existing_ids)
         if kept:
             self.notes.append(f"{len(kept)} task(s) already existed and were left unchanged: "
                               f"{', '.join(kept[:10])}{' …' if len(kept) > 10 else ''}")
-        known = new_ids | existing_ids
+        known = ids | existing_ids
         for task in self.tasks:
-            task.write = task.values["id"] in new_ids
+            task.write = task.values["id"] not in existing_ids
             ref = task.parent_ref
             if task.write and ref is not None:
                 if ref == task.values["id"]:
@@ -100,6 +77,10 @@ class Plan:
                 else:
                     task.values["parent_id"] = ref
         self._break_parent_cycles()
+
+    def resolve_children(self, known_ids: set[str], existing_comments: Counter, existing_history: Counter) -> None:
+        """Decides which comments and history entries are written: those whose task is known
+        (in the file or in the database), unless the same row is already there."""
         for children, present, what in ((self.comments, existing_comments, "comment"),
                                         (self.history, existing_history, "history entry")):
             already = Counter(present)
@@ -107,9 +88,9 @@ class Plan:
             for child in children:
                 if child.task_id is None:
                     child.source.problems.append("no task id; kept only in mc_import_rows")
-                elif child.task_id not in known:
+                elif child.task_id not in known_ids:
                     child.source.problems.append(f"task {child.task_id!r} not found; kept only in mc_import_rows")
-                elif already[child.identity] > 0:  # imported before from another file
+                elif already[child.identity] > 0:  # imported before, from another file
                     already[child.identity] -= 1
                     duplicates += 1
                 else:
@@ -136,14 +117,15 @@ class Plan:
                 state[task_id] = 2
 
 
-def transform(tables: list[SourceTable], detected: Detected, *, statuses: list[str],
-              closed_statuses: list[str]) -> Plan:
-    """Converts every row of every table (blocking: run it in a thread)."""
+def transform_tasks(tables: list[SourceTable], detected: Detected, *, statuses: list[str],
+                    closed_statuses: list[str]) -> Plan:
+    """Converts the tasks, and describes every table (blocking: run it in a thread).
+
+    The rest (`transform_rest`) can then run while the tasks are being written."""
     plan = Plan(detected=detected, tables=tables)
     roles = {name: role for role, name in detected.tables.items() if name}
     for table in tables:
-        rows = [SourceRow(table.name, key, _verbatim(table.columns, row)) for key, row in zip(table.keys, table.rows,
-                                                                                             strict=True)]
+        rows = [SourceRow(table.name, key, "") for key in table.keys]
         plan.rows_of_table[table.name] = rows
         plan.source_rows.extend(rows)
         role = roles.get(table.name)
@@ -163,25 +145,31 @@ def transform(tables: list[SourceTable], detected: Detected, *, statuses: list[s
         _tasks(plan, _table(tables, tasks_table), statuses, closed_statuses)
     elif tables:
         plan.notes.append("no table of tasks found; name it with a mapping (tables: {tasks: NAME})")
-    for role, build in (("comments", _comment), ("history", _history_entry)):
-        name = detected.tables[role]
-        if name:
-            source = _table(tables, name)
-            columns = detected.columns[role]
-            target = plan.comments if role == "comments" else plan.history
-            for row, out in zip(source.rows, plan.rows_of_table[name], strict=True):
-                target.append(build(plan, columns, source.columns, row, out))
     return plan
+
+
+def transform_rest(plan: Plan) -> None:
+    """Converts comments and history, and encodes every source row as JSON (blocking)."""
+    detected, tables = plan.detected, plan.tables
+    for table in tables:
+        careful = table.has_bad_text
+        for out, row in zip(plan.rows_of_table[table.name], table.rows, strict=True):
+            out.data = values.verbatim_json(table.columns, row, careful=careful)
+    if detected.tables["comments"]:
+        source = _table(tables, detected.tables["comments"])
+        plan.comments = import_children.comments(source, plan.rows_of_table[source.name],
+                                                 detected.columns["comments"], detected.id_prefix)
+    if detected.tables["history"]:
+        source = _table(tables, detected.tables["history"])
+        # The old tool named fields after its columns: history speaks of them by their new names.
+        field_names = {column: target for target, column in detected.columns.get("tasks", {}).items()}
+        plan.history = import_children.history(source, plan.rows_of_table[source.name], detected.columns["history"],
+                                               detected.id_prefix, field_names=field_names,
+                                               status_map=plan.status_map)
 
 
 def _table(tables: list[SourceTable], name: str) -> SourceTable:
     return next(table for table in tables if table.name == name)
-
-
-def _verbatim(columns: list[str], row: tuple) -> str:
-    if any(values.needs_care(value) for value in row):
-        return values.verbatim_json(columns, row)
-    return json.dumps(dict(zip(columns, row, strict=True)), ensure_ascii=False)
 
 
 def _map_columns(plan: Plan, table: SourceTable, role: str) -> None:
@@ -196,18 +184,6 @@ def _map_columns(plan: Plan, table: SourceTable, role: str) -> None:
     if unmapped:
         plan.notes.append(f"table {table.name!r}: column(s) {', '.join(unmapped)} have no field of their own; "
                           f"kept in {where}")
-
-
-def task_key(value: Any, prefix: str) -> str | None:
-    """A legacy task reference as an mc_tasks id: numbers get the prefix ("MC-")."""
-    if value is None or isinstance(value, bool):
-        return None
-    if isinstance(value, int) or (isinstance(value, float) and value.is_integer()):
-        return f"{prefix}{int(value)}"
-    text = (values.clean_text(value)[0] or "").strip()
-    if not text:
-        return None
-    return f"{prefix}{int(text)}" if text.isascii() and text.isdigit() else text
 
 
 def _status_table(plan: Plan, source: SourceTable, column: str | None, statuses: list[str]) -> Counter:
@@ -287,7 +263,7 @@ def _task(context: _TaskContext, row: tuple, out: SourceRow) -> TaskCandidate:
     plan, columns = context.plan, context.columns
     reader = _TaskRow(context, row, out)
     problems, prefix = out.problems, plan.detected.id_prefix
-    task_id = task_key(reader.get("id"), prefix)
+    task_id = values.task_key(reader.get("id"), prefix)
     if task_id is None:
         task_id = f"legacy-{out.key}"
         problems.append(f"no id; imported as {task_id!r}")
@@ -334,10 +310,10 @@ def _task(context: _TaskContext, row: tuple, out: SourceRow) -> TaskCandidate:
         "status": status, "priority": priority, "assignee": reader.text("assignee") or None,
         "project": reader.text("project") or None, "labels": labels, "parent_id": None, "due_date": due,
         "metadata": None, "created_at": created, "updated_at": updated or created, "closed_at": closed,
-        "archived_at": reader.moment("archived_at"), "created_by": reader.text("created_by") or FALLBACK_ACTOR,
+        "archived_at": reader.moment("archived_at"), "created_by": reader.text("created_by") or values.FALLBACK_ACTOR,
     }
-    task["metadata"] = json.dumps(metadata, ensure_ascii=False)
-    return TaskCandidate(task, task_key(reader.get("parent_id"), prefix), out)
+    task["metadata"] = values.to_json(metadata)
+    return TaskCandidate(task, values.task_key(reader.get("parent_id"), prefix), out)
 
 
 def _metadata(raw: Any, column: str | None, problems: list[str]) -> dict[str, Any]:
@@ -361,75 +337,6 @@ def _priority(plan: Plan, raw: Any) -> tuple[int, str | None]:
     if label is not None:
         plan.priority_map[label] = priority
     return priority, problem
-
-
-def _when(plan: Plan, raw: Any, problems: list[str], what: str) -> datetime:
-    moment, problem = values.parse_timestamp(raw)
-    if moment is None:
-        problems.append(f"{what}: {problem}; imported as now" if problem else f"no {what}; imported as now")
-        return datetime.now(UTC)
-    return moment
-
-
-def _comment(plan: Plan, columns: dict[str, str], names: list[str], row: tuple, out: SourceRow) -> ChildCandidate:
-    get = _getter(columns, names, row)
-    problems = out.problems
-    body, problem = values.clean_text(get("body"))
-    if problem:
-        problems.append(f"body: {problem}")
-    if not body or not body.strip():
-        body = "(empty comment)"
-        problems.append("empty comment; imported as '(empty comment)'")
-    elif len(body) > COMMENT_MAX:
-        body = body[:COMMENT_MAX]
-        problems.append(f"body longer than {COMMENT_MAX} characters; cut")
-    author = (values.clean_text(get("author"))[0] or "").strip() or FALLBACK_ACTOR
-    created = _when(plan, get("created_at"), problems, "created_at")
-    task_id = task_key(get("task_id"), plan.detected.id_prefix)
-    return ChildCandidate(task_id, (author, body, created), out, identity=(task_id, author, body, created))
-
-
-def _history_entry(plan: Plan, columns: dict[str, str], names: list[str], row: tuple,
-                   out: SourceRow) -> ChildCandidate:
-    get = _getter(columns, names, row)
-    problems = out.problems
-    source_field = (values.clean_text(get("field"))[0] or "").strip()
-    if not source_field:
-        source_field = "(unknown)"
-        problems.append("no field name; imported as '(unknown)'")
-    # The old tool named fields after its columns: speak of them by their new names.
-    task_columns = {source: target for target, source in plan.detected.columns.get("tasks", {}).items()}
-    target_field = task_columns.get(source_field, source_field)
-    old, new = (_history_value(plan, target_field, get(name)) for name in ("old_value", "new_value"))
-    changed_by = (values.clean_text(get("changed_by"))[0] or "").strip() or FALLBACK_ACTOR
-    changed_at = _when(plan, get("changed_at"), problems, "changed_at")
-    old_json, new_json = (None if v is None else json.dumps(v, ensure_ascii=False) for v in (old, new))
-    task_id = task_key(get("task_id"), plan.detected.id_prefix)
-    identity = (task_id, target_field, canonical_json(old), canonical_json(new), changed_by, changed_at)
-    return ChildCandidate(task_id, (target_field, old_json, new_json, changed_by, changed_at, "import"), out,
-                          identity=identity)
-
-
-def _history_value(plan: Plan, target_field: str, raw: Any) -> Any:
-    if raw is None:
-        return None
-    if target_field == "status" and str(raw) in plan.status_map:
-        return plan.status_map[str(raw)]
-    if target_field == "priority":
-        return values.guess_priority(raw)[0]
-    if target_field == "labels":
-        return values.parse_labels(raw)[0]
-    if isinstance(raw, str) and raw[:1] in "[{" and raw:
-        parsed, ok = values.parse_json(raw)
-        if ok:
-            return parsed
-    value = values.jsonable(raw)
-    return values.clean_text(value)[0] if isinstance(value, str) else value
-
-
-def _getter(columns: dict[str, str], names: list[str], row: tuple):
-    position = {target: names.index(column) for target, column in columns.items()}
-    return lambda target: row[position[target]] if target in position else None
 
 
 def table_counts(plan: Plan) -> dict[str, tuple[int, int, int]]:

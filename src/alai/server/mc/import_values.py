@@ -45,12 +45,22 @@ PRIORITY_WORDS = {
     "lowest": 4, "trivial": 4, "minor": 4, "someday": 4, "p4": 4,
 }
 DEFAULT_PRIORITY = 2
+# Who did it, when the legacy row does not say.
+FALLBACK_ACTOR = "import"
+
+
+# One encoder for all rows: json.dumps with options builds a new one per call. NaN and
+# infinities raise, so that the careful path turns them into something jsonb takes.
+to_json = json.JSONEncoder(ensure_ascii=False, check_circular=False, allow_nan=False).encode
 
 
 class BadText(str):
     """SQLite TEXT that is not valid UTF-8: readable (with U+FFFD) and its raw bytes kept."""
 
     raw: bytes
+    # How many were made; a reader compares it before and after a table to know
+    # whether that table needs the careful (slower) verbatim path.
+    made = 0
 
 
 def decode_sqlite_text(raw: bytes) -> str:
@@ -60,6 +70,7 @@ def decode_sqlite_text(raw: bytes) -> str:
     except UnicodeDecodeError:
         text = BadText(raw.decode("utf-8", "replace"))
         text.raw = raw
+        BadText.made += 1
         return text
 
 
@@ -78,15 +89,18 @@ def verbatim_value(value: Any) -> Any:
     return value
 
 
-def verbatim_json(columns: list[str], row: tuple) -> str:
-    data = {name: verbatim_value(value) for name, value in zip(columns, row, strict=True)}
-    return json.dumps(data, ensure_ascii=False)
-
-
-def needs_care(value: Any) -> bool:
-    """True when verbatim_value would change the value (the slow path is rarely taken)."""
-    return (isinstance(value, bytes | BadText) or (isinstance(value, str) and "\x00" in value)
-            or (isinstance(value, float) and not math.isfinite(value)))
+def verbatim_json(columns: list[str], row: tuple, *, careful: bool = False) -> str:
+    """The row as a JSON object. The fast path encodes as is; blobs, NaN and NUL (which
+    jsonb refuses) send it down the careful path. `careful` is for tables with BadText."""
+    if not careful:
+        try:
+            text = to_json(dict(zip(columns, row, strict=True)))
+        except (TypeError, ValueError):
+            pass
+        else:
+            if "\\u0000" not in text:
+                return text
+    return to_json({name: verbatim_value(value) for name, value in zip(columns, row, strict=True)})
 
 
 # -- text ---------------------------------------------------------------------------------
@@ -225,6 +239,20 @@ def parse_labels(value: Any) -> tuple[list[str], str | None]:
         if label and label not in labels:
             labels.append(label)
     return labels, problem
+
+
+# -- ids -----------------------------------------------------------------------------------
+
+def task_key(value: Any, prefix: str) -> str | None:
+    """A legacy task reference as an mc_tasks id: numbers get the prefix ("MC-")."""
+    if value is None or isinstance(value, bool):
+        return None
+    if isinstance(value, int) or (isinstance(value, float) and value.is_integer()):
+        return f"{prefix}{int(value)}"
+    text = (clean_text(value)[0] or "").strip()
+    if not text:
+        return None
+    return f"{prefix}{int(text)}" if text.isascii() and text.isdigit() else text
 
 
 # -- statuses and priorities -------------------------------------------------------------

@@ -197,16 +197,20 @@ def router_factory():
     ) -> StreamingResponse:
         """Server-Sent Events of every change; resume with Last-Event-ID (or ?after=)."""
         # A short-lived connection: the stream itself must not hold one for its life.
+        # "Now" is fixed before the response starts, and sent as the first id, so a
+        # change made right after the client connected is never missed.
         async with request.app.state.pool.connection() as conn:
             start = await _position(conn, last_event_id if last_event_id is not None else after)
+            if start is None:
+                start = await stream.current_position(conn)
         where = _filter_from(status, assignee, project)
 
         async def body():
             loop = asyncio.get_running_loop()
             last_sent = loop.time()
-            yield ": connected\n\n"
+            yield f": connected\nid: {start[0]}-{start[1]}\n\n"
             async for event in stream.follow(request.app, after=start, where=where):
-                if await request.is_disconnected():
+                if request.app.state.draining or await request.is_disconnected():
                     return
                 if event is not None:
                     yield f"id: {event.position}\nevent: {event.kind}\ndata: {event.model_dump_json()}\n\n"
@@ -227,6 +231,8 @@ def router_factory():
         try:
             async with websocket.app.state.pool.connection() as conn:
                 start = await stream.parse_position(conn, after)
+                if start is None:  # "now", fixed before accepting: nothing after it is missed
+                    start = await stream.current_position(conn)
         except stream.BadPosition as error:
             await websocket.close(code=1008, reason=str(error)[:120])
             return
@@ -242,6 +248,9 @@ def router_factory():
         try:
             async for event in stream.follow(websocket.app, after=start, where=where):
                 if closer.done():
+                    return
+                if websocket.app.state.draining:
+                    await websocket.close(code=1012, reason="server restarting; reconnect with ?after=")
                     return
                 if event is not None:
                     await websocket.send_text(event.model_dump_json())

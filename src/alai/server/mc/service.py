@@ -233,8 +233,8 @@ async def create_task(conn: AsyncConnection, *, data: TaskCreate, actor: str, wo
 
 def _changes(task: Task, patch: TaskPatch) -> dict[str, tuple[Any, Any]]:
     changes: dict[str, tuple[Any, Any]] = {}
-    for field in patch.model_fields_set:
-        if field not in PATCHABLE:
+    for field in PATCHABLE:  # a fixed order, so history rows come out the same way every time
+        if field not in patch.model_fields_set:
             continue
         new = getattr(patch, field)
         if field == "labels" and new is not None:

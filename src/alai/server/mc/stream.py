@@ -60,7 +60,10 @@ class EventFilter:
         if task is None:
             return self.status is None and self.assignee is None and self.project is None
         if self.status is not None and task.status not in self.status:
-            return False
+            # A task leaving a watched status is news for whoever watches that status.
+            old_status = (event.changes or {}).get("status", [None])[0]
+            if old_status not in self.status:
+                return False
         if self.assignee is not None and task.assignee != self.assignee:
             return False
         return self.project is None or task.project == self.project

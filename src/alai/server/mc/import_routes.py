@@ -1,0 +1,73 @@
+"""POST /v1/mc/import: the legacy SQLite import for a remote control plane.
+
+The body is the SQLite file itself (application/octet-stream or
+application/vnd.sqlite3). It is spooled to a temporary file, at most 512 MiB, and
+imported in one transaction; the answer is the ImportReport. The router carries no
+prefix: the mc module mounts it under /v1/mc.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+from fastapi import APIRouter, Depends, Query, Request
+
+from alai.server.deps import Connection, Principal, api_router, require_scope
+from alai.server.mc import importer
+from alai.server.problems import ProblemError
+from alai.server.settings import comma_list
+from alai.wire.mc import ImportReport
+
+MAX_UPLOAD_BYTES = 512 * 1024 * 1024
+ACCEPTED_TYPES = {"application/octet-stream", "application/vnd.sqlite3", "application/x-sqlite3"}
+ADMIN = Depends(require_scope("admin"))
+
+
+async def _spool(request: Request, folder: Path) -> Path:
+    """The body in a file; 413 as soon as it passes the limit."""
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > MAX_UPLOAD_BYTES:
+        raise ProblemError(413, f"the file is larger than {MAX_UPLOAD_BYTES // (1024 * 1024)} MiB; "
+                                "import it with `alai admin import` beside the database")
+    path = folder / "upload.db"
+    size = 0
+    # Plain writes: chunks are small and land in the page cache.
+    with open(path, "wb") as handle:
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > MAX_UPLOAD_BYTES:
+                raise ProblemError(413, f"the file is larger than {MAX_UPLOAD_BYTES // (1024 * 1024)} MiB; "
+                                        "import it with `alai admin import` beside the database")
+            handle.write(chunk)
+    if size == 0:
+        raise ProblemError(422, "the request body is empty; send the SQLite file as the body")
+    return path
+
+
+def router_factory() -> APIRouter:
+    router = api_router(tags=["mc"])
+
+    @router.post("/import", response_model=ImportReport, dependencies=[ADMIN])
+    async def import_legacy_database(
+        request: Request,
+        conn: Connection,
+        principal: Principal = ADMIN,
+        dry_run: bool = Query(False, description="Report what would be imported, write nothing."),
+        source_name: str = Query("upload", max_length=200, description="The file's name, for the report."),
+    ) -> ImportReport:
+        """Import a legacy Mission Control SQLite file (the request body); idempotent."""
+        media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        if media_type not in ACCEPTED_TYPES:
+            raise ProblemError(415, "send the SQLite file as application/octet-stream or application/vnd.sqlite3")
+        settings = request.app.state.settings
+        with tempfile.TemporaryDirectory(prefix="alai-mc-import-") as folder:
+            path = await _spool(request, Path(folder))
+            async with conn.transaction():
+                return await importer.import_legacy(
+                    conn, path=path, mapping=None, dry_run=dry_run, actor=principal.name or principal.subject,
+                    statuses=comma_list(settings.mc_statuses), closed_statuses=comma_list(settings.mc_closed_statuses),
+                    source_name=source_name,
+                )
+
+    return router

@@ -1,0 +1,252 @@
+"""Import of a legacy Mission Control SQLite file into mc_tasks, mc_comments, mc_history.
+
+Contract:
+- The caller owns the transaction: `import_legacy` must run inside one
+  (`async with conn.transaction():`) and never commits, so a failure leaves the
+  database as it was. Imports are serialised by a lock on mc_tasks that lets readers on.
+- Every row of every table of the file lands in mc_import_rows verbatim (jsonb), with
+  the problems met while mapping it and the id it became (task id, comment id …).
+  Rows that cannot be mapped cleanly are imported anyway, their problems recorded.
+- Idempotent: a file whose sha256 is in mc_imports is not imported again
+  (`already_imported=True`, nothing written). Another file of the same tracker keeps
+  tasks that already exist as they are and skips comments and history entries that
+  are already present.
+- Dry run: the same writes in a savepoint that is always rolled back, so the report's
+  counts are those of a real run and the database's constraints were checked.
+- Report: one ImportTableReport per source table (rows written = rows that became
+  tasks, comments or history entries), and a last one, `mc_import_rows`, for the
+  verbatim copies.
+- Data is written with COPY; comment and history ids are taken from their identity
+  sequences beforehand, so that mc_import_rows can name them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import re
+import time
+from collections import Counter
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import psycopg
+from psycopg import errors
+from psycopg.rows import tuple_row
+
+from alai.server.mc import import_source, import_transform
+from alai.server.mc.import_children import canonical_json
+from alai.server.mc.import_transform import COMMENT_COLUMNS, HISTORY_COLUMNS, TASK_COLUMNS, Plan
+from alai.server.problems import ProblemError
+from alai.wire.mc import ImportReport, ImportTableReport
+
+Progress = Callable[[str, int, int], None]
+MAX_ROW_WARNINGS = 200
+PROGRESS_EVERY = 2000
+SEQUENCE_ID = re.compile(r"^MC-(\d{1,18})$")
+PARENT_FOREIGN_KEY = "mc_tasks_parent_id_fkey"
+# The search index (GIN) takes a bulk load far faster through its pending list, which
+# autovacuum merges after the commit, than key by key while mc_tasks is locked.
+# The list is scanned by searches until then. In kB: PostgreSQL's default is 4 MB.
+BULK_GIN_PENDING_LIST_KB = 256 * 1024
+# Errors that mean "this data cannot be written", as opposed to a broken connection.
+DATA_ERRORS = (errors.IntegrityError, errors.DataError, errors.RaiseException)
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+async def import_legacy(
+    conn: psycopg.AsyncConnection,
+    *,
+    path: Path,
+    mapping: dict[str, Any] | None,
+    dry_run: bool,
+    actor: str,
+    statuses: list[str],
+    closed_statuses: list[str],
+    progress: Progress | None = None,
+    source_name: str | None = None,
+) -> ImportReport:
+    """Imports the SQLite file at `path`; see the module docstring for the contract."""
+    started = time.perf_counter()
+    if conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE:
+        raise RuntimeError("import_legacy must run inside the caller's transaction (async with conn.transaction())")
+    if not statuses:
+        raise ProblemError(422, "the workflow has no statuses (ALAI_MC_STATUSES)")
+    sha256 = await asyncio.to_thread(file_sha256, path)
+    tables = await asyncio.to_thread(import_source.read_tables, path, progress)
+    detected = import_source.detect(tables, mapping, statuses)
+    import_source.check_mapped_columns(detected, tables)
+    plan = await asyncio.to_thread(import_transform.transform_tasks, tables, detected, statuses=statuses,
+                                   closed_statuses=closed_statuses)
+
+    cur = conn.cursor(row_factory=tuple_row)
+    # One import at a time, and no task created under our feet between the check of
+    # which ids exist and the COPY; readers are not blocked.
+    await cur.execute("LOCK TABLE mc_tasks IN SHARE ROW EXCLUSIVE MODE")
+    await cur.execute("SELECT started_at, imported_by FROM mc_imports WHERE source_sha256 = %s ORDER BY id LIMIT 1",
+                      (sha256,))
+    previous = await cur.fetchone()
+    file_ids = plan.task_ids
+    existing = await _existing_task_ids(cur, file_ids | plan.parent_refs())
+    plan.resolve_tasks(existing)
+    if previous is not None:
+        for task in plan.tasks:
+            task.write = False
+        plan.notes.insert(0, f"this file (sha256 {sha256[:12]}…) was imported on {previous[0]:%Y-%m-%d %H:%M} UTC "
+                             f"by {previous[1]}; nothing was changed")
+        await asyncio.to_thread(import_transform.transform_rest, plan)
+        await _resolve_children(cur, plan, file_ids, existing)
+        for child in (*plan.comments, *plan.history):
+            child.write = False
+        written_rows = 0
+    else:
+        stage = ["the tasks"]  # what was being written, for the error message
+        try:
+            async with conn.transaction(force_rollback=dry_run):
+                await _write(cur, plan, sha256, progress, stage, file_ids=file_ids, existing=existing)
+                written_rows = len(plan.source_rows)
+        except DATA_ERRORS as error:
+            detail = error.diag.message_primary or str(error)
+            raise ProblemError(422, f"the import failed while writing {stage[0]}: {detail}; nothing was written",
+                               slug="mc-import-failed") from error
+    report = _report(plan, source=source_name or path.name, sha256=sha256, dry_run=dry_run,
+                     already_imported=previous is not None, written_rows=written_rows,
+                     duration=time.perf_counter() - started)
+    if previous is None and not dry_run:
+        await cur.execute("INSERT INTO mc_imports (source_name, source_sha256, imported_by, report) "
+                          "VALUES (%s, %s, %s, %s)", (report.source, sha256, actor, report.model_dump_json()))
+        await _advance_task_number(cur, file_ids)
+    report.duration_seconds = round(time.perf_counter() - started, 3)
+    return report
+
+
+async def _resolve_children(cur: psycopg.AsyncCursor, plan: Plan, file_ids: set[str], existing: set[str]) -> None:
+    # Ids of the file were looked up before its tasks were written; only others are asked for now.
+    outside = await _existing_task_ids(cur, plan.child_refs() - file_ids - existing)
+    comments, history = await _existing_children(cur, existing & file_ids)
+    plan.resolve_children(file_ids | existing | outside, comments, history)
+
+
+async def _existing_task_ids(cur: psycopg.AsyncCursor, ids: set[str]) -> set[str]:
+    if not ids:
+        return set()
+    await cur.execute("SELECT id FROM mc_tasks WHERE id = ANY(%s)", (list(ids),))
+    return {row[0] for row in await cur.fetchall()}
+
+
+async def _existing_children(cur: psycopg.AsyncCursor, task_ids: set[str]) -> tuple[Counter, Counter]:
+    """Comments and history entries of tasks that exist already, as the identities the plan compares."""
+    comments: Counter = Counter()
+    history: Counter = Counter()
+    if not task_ids:
+        return comments, history
+    ids = list(task_ids)
+    await cur.execute("SELECT task_id, author, body, created_at FROM mc_comments WHERE task_id = ANY(%s)", (ids,))
+    comments.update(tuple(row) for row in await cur.fetchall())
+    await cur.execute("SELECT task_id, field, old_value, new_value, changed_by, changed_at FROM mc_history "
+                      "WHERE task_id = ANY(%s) AND source = 'import'", (ids,))
+    history.update((row[0], row[1], canonical_json(row[2]), canonical_json(row[3]), row[4], row[5])
+                   for row in await cur.fetchall())
+    return comments, history
+
+
+async def _write(cur: psycopg.AsyncCursor, plan: Plan, sha256: str, progress: Progress | None,
+                 stage: list[str], *, file_ids: set[str], existing: set[str]) -> None:
+    """Writes the plan with COPY; `stage[0]` names what is being written."""
+    if BULK_GIN_PENDING_LIST_KB:
+        await cur.execute("SELECT set_config('gin_pending_list_limit', %s, true)", (str(BULK_GIN_PENDING_LIST_KB),))
+    tasks = [task for task in plan.tasks if task.write]
+    # The server is busy with the tasks (search vectors, indexes) for a while: the
+    # comments, history and verbatim rows are converted meanwhile, in a thread.
+    copying = asyncio.create_task(_copy(cur, "mc_tasks", TASK_COLUMNS, (
+        [task.values[column] for column in TASK_COLUMNS] for task in tasks), len(tasks), progress))
+    outcomes = await asyncio.gather(copying, asyncio.to_thread(import_transform.transform_rest, plan),
+                                    return_exceptions=True)
+    for outcome in outcomes:
+        if isinstance(outcome, BaseException):
+            raise outcome
+    await _resolve_children(cur, plan, file_ids, existing)
+    for table, children, columns in (("mc_comments", plan.comments, COMMENT_COLUMNS),
+                                     ("mc_history", plan.history, HISTORY_COLUMNS)):
+        stage[0] = f"the {table.removeprefix('mc_')}"
+        written = [child for child in children if child.write]
+        ids = await _reserve_ids(cur, table, len(written))
+        for child, new_id in zip(written, ids, strict=True):
+            child.source.target_id = str(new_id)
+        # COPY writes the given ids into GENERATED ALWAYS identity columns (as OVERRIDING SYSTEM VALUE).
+        await _copy(cur, table, columns, ((new_id, child.task_id, *child.values) for child, new_id in
+                                          zip(written, ids, strict=True)), len(written), progress)
+    stage[0] = "the verbatim source rows"
+    await _copy(cur, "mc_import_rows", ("source_sha256", "source_table", "source_key", "data", "target_id", "problems"),
+                ((sha256, row.table, row.key, row.data, row.target_id, row.problems)
+                 for row in plan.source_rows), len(plan.source_rows), progress)
+    stage[0] = "the parent links"
+    # The parent foreign key is deferred to commit; checking it here puts a failure in this report.
+    await cur.execute(f"SET CONSTRAINTS {PARENT_FOREIGN_KEY} IMMEDIATE")
+    await cur.execute(f"SET CONSTRAINTS {PARENT_FOREIGN_KEY} DEFERRED")
+
+
+async def _reserve_ids(cur: psycopg.AsyncCursor, table: str, count: int) -> list[int]:
+    if count == 0:
+        return []
+    await cur.execute(f"SELECT nextval(pg_get_serial_sequence('{table}', 'id')) FROM generate_series(1, %s)",
+                      (count,))
+    return [row[0] for row in await cur.fetchall()]
+
+
+async def _copy(cur: psycopg.AsyncCursor, table: str, columns: tuple[str, ...], rows, total: int,
+                progress: Progress | None) -> None:
+    stage = f"write {table}"
+    if progress:
+        progress(stage, 0, total)
+    done = 0
+    async with cur.copy(f"COPY {table} ({', '.join(columns)}) FROM STDIN") as copy:
+        for row in rows:
+            await copy.write_row(row)
+            done += 1
+            if progress and done % PROGRESS_EVERY == 0:
+                progress(stage, done, total)
+    if progress:
+        progress(stage, total, total)
+
+
+async def _advance_task_number(cur: psycopg.AsyncCursor, ids: set[str]) -> None:
+    """Moves mc_task_number past the highest imported MC-<n>, so new tasks never reuse an id.
+
+    setval is not undone by a rollback; should the caller's commit fail, the sequence
+    has only skipped some numbers.
+    """
+    numbers = [int(match.group(1)) for match in map(SEQUENCE_ID.match, ids) if match]
+    if not numbers:
+        return
+    highest = max(numbers)
+    await cur.execute("SELECT setval('mc_task_number', %s) FROM mc_task_number "
+                      "WHERE %s >= CASE WHEN is_called THEN last_value + 1 ELSE last_value END", (highest, highest))
+
+
+def _report(plan: Plan, *, source: str, sha256: str, dry_run: bool, already_imported: bool, written_rows: int,
+            duration: float) -> ImportReport:
+    counts = import_transform.table_counts(plan)
+    tables = [ImportTableReport(table=name, rows_read=read, rows_written=written, rows_with_problems=problems)
+              for name, (read, written, problems) in counts.items()]
+    tables.append(ImportTableReport(table="mc_import_rows", rows_read=len(plan.source_rows), rows_written=written_rows,
+                                    rows_with_problems=sum(1 for row in plan.source_rows if row.problems)))
+    warnings = list(plan.notes)
+    row_problems = [f"{row.table} {row.key}: {problem}" for row in plan.source_rows for problem in row.problems]
+    warnings.extend(row_problems[:MAX_ROW_WARNINGS])
+    if len(row_problems) > MAX_ROW_WARNINGS:
+        warnings.append(f"… and {len(row_problems) - MAX_ROW_WARNINGS} more problem(s): "
+                        "see mc_import_rows.problems")
+    return ImportReport(
+        source=source, source_sha256=sha256, dry_run=dry_run, already_imported=already_imported, tables=tables,
+        status_map=plan.status_map, priority_map=plan.priority_map, column_map=plan.column_map, warnings=warnings,
+        duration_seconds=round(duration, 3),
+    )
