@@ -111,21 +111,38 @@ def _norm(name: str) -> str:
 def read_tables(path: Path, progress: Callable[[str, int, int], None] | None = None) -> list[SourceTable]:
     """Every user table of the file, rows and keys included (blocking: run it in a thread)."""
     check_sqlite(path)
+    db = _open(path, "mode=ro")
     try:
-        # Read-only and immutable: the file is never changed and no -wal/-shm files appear.
-        db = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro&immutable=1", uri=True)
-    except sqlite3.Error as error:
-        raise ProblemError(422, f"{path.name} cannot be opened as SQLite: {error}") from None
-    db.text_factory = import_values.decode_sqlite_text
-    try:
-        names = [row[0] for row in db.execute(
-            "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite\\_%' ESCAPE '\\' "
-            "ORDER BY name")]
+        try:
+            names = _table_names(db)
+        except sqlite3.OperationalError:
+            # A WAL database in a folder we cannot write to (no -shm can be made):
+            # immutable mode reads it without one.
+            db.close()
+            db = _open(path, "mode=ro&immutable=1")
+            names = _table_names(db)
         return [_read_table(db, name, progress) for name in names]
     except sqlite3.DatabaseError as error:
         raise ProblemError(422, f"{path.name} is not a readable SQLite database: {error}") from None
     finally:
         db.close()
+
+
+def _open(path: Path, options: str) -> sqlite3.Connection:
+    # Read-only: the file is never changed. Not `immutable` at first, which would
+    # ignore the write-ahead log of a database the old tool still has open.
+    try:
+        db = sqlite3.connect(f"{path.resolve().as_uri()}?{options}", uri=True)
+    except sqlite3.Error as error:
+        raise ProblemError(422, f"{path.name} cannot be opened as SQLite: {error}") from None
+    db.text_factory = import_values.decode_sqlite_text
+    return db
+
+
+def _table_names(db: sqlite3.Connection) -> list[str]:
+    return [row[0] for row in db.execute(
+        "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite\\_%' ESCAPE '\\' "
+        "ORDER BY name")]
 
 
 def _quote(name: str) -> str:

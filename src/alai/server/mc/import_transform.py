@@ -1,9 +1,10 @@
 """Turning legacy rows into mc_tasks, mc_comments and mc_history rows.
 
-`transform` needs no database: it converts every row and records its problems.
-`Plan.resolve` then takes what the database already holds (tasks with the same ids,
-comments and history already imported) and decides, row by row, what is written.
-Every source row ends up in `Plan.source_rows` whatever happens to it.
+`transform_tasks` and `transform_rest` need no database: they convert every row and
+record its problems. `Plan.resolve_tasks` and `Plan.resolve_children` then take what
+the database already holds (tasks with the same ids, comments and history imported
+before) and decide, row by row, what is written. Every source row ends up in
+`Plan.source_rows` whatever happens to it.
 """
 
 from __future__ import annotations
@@ -143,8 +144,9 @@ def transform_tasks(tables: list[SourceTable], detected: Detected, *, statuses: 
     tasks_table = detected.tables["tasks"]
     if tasks_table:
         _tasks(plan, _table(tables, tasks_table), statuses, closed_statuses)
-    elif tables:
-        plan.notes.append("no table of tasks found; name it with a mapping (tables: {tasks: NAME})")
+    else:
+        plan.notes.append("no table of tasks found; name it with a mapping (tables: {tasks: NAME})"
+                          if tables else "the file has no tables")
     return plan
 
 

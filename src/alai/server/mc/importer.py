@@ -17,7 +17,10 @@ Contract:
   tasks, comments or history entries), and a last one, `mc_import_rows`, for the
   verbatim copies.
 - Data is written with COPY; comment and history ids are taken from their identity
-  sequences beforehand, so that mc_import_rows can name them.
+  sequences beforehand, so that mc_import_rows can name them. The search index is
+  kept up to date row by row: a bulk load through GIN's pending list would commit
+  sooner but leave the merge to autovacuum, or to whichever insert comes next and
+  then stalls for seconds (bench/mc_import.py measures both).
 """
 
 from __future__ import annotations
@@ -46,10 +49,6 @@ MAX_ROW_WARNINGS = 200
 PROGRESS_EVERY = 2000
 SEQUENCE_ID = re.compile(r"^MC-(\d{1,18})$")
 PARENT_FOREIGN_KEY = "mc_tasks_parent_id_fkey"
-# The search index (GIN) takes a bulk load far faster through its pending list, which
-# autovacuum merges after the commit, than key by key while mc_tasks is locked.
-# The list is scanned by searches until then. In kB: PostgreSQL's default is 4 MB.
-BULK_GIN_PENDING_LIST_KB = 256 * 1024
 # Errors that mean "this data cannot be written", as opposed to a broken connection.
 DATA_ERRORS = (errors.IntegrityError, errors.DataError, errors.RaiseException)
 
@@ -87,6 +86,9 @@ async def import_legacy(
     plan = await asyncio.to_thread(import_transform.transform_tasks, tables, detected, statuses=statuses,
                                    closed_statuses=closed_statuses)
 
+    if Path(f"{path}-wal").exists():
+        plan.notes.insert(0, f"{path.name}-wal lies beside the file: the old Mission Control may still be running; "
+                             "stop it first, or rows it writes now are missed")
     cur = conn.cursor(row_factory=tuple_row)
     # One import at a time, and no task created under our feet between the check of
     # which ids exist and the COPY; readers are not blocked.
@@ -96,18 +98,19 @@ async def import_legacy(
     previous = await cur.fetchone()
     file_ids = plan.task_ids
     existing = await _existing_task_ids(cur, file_ids | plan.parent_refs())
-    plan.resolve_tasks(existing)
     if previous is not None:
-        for task in plan.tasks:
-            task.write = False
+        # Report as the first run did (its own rows do not count as "already there"), write nothing.
+        plan.resolve_tasks(existing - file_ids)
+        await asyncio.to_thread(import_transform.transform_rest, plan)
+        outside = await _existing_task_ids(cur, plan.child_refs() - file_ids)
+        plan.resolve_children(file_ids | outside, Counter(), Counter())
+        for item in (*plan.tasks, *plan.comments, *plan.history):
+            item.write = False
         plan.notes.insert(0, f"this file (sha256 {sha256[:12]}…) was imported on {previous[0]:%Y-%m-%d %H:%M} UTC "
                              f"by {previous[1]}; nothing was changed")
-        await asyncio.to_thread(import_transform.transform_rest, plan)
-        await _resolve_children(cur, plan, file_ids, existing)
-        for child in (*plan.comments, *plan.history):
-            child.write = False
         written_rows = 0
     else:
+        plan.resolve_tasks(existing)
         stage = ["the tasks"]  # what was being written, for the error message
         try:
             async with conn.transaction(force_rollback=dry_run):
@@ -161,8 +164,6 @@ async def _existing_children(cur: psycopg.AsyncCursor, task_ids: set[str]) -> tu
 async def _write(cur: psycopg.AsyncCursor, plan: Plan, sha256: str, progress: Progress | None,
                  stage: list[str], *, file_ids: set[str], existing: set[str]) -> None:
     """Writes the plan with COPY; `stage[0]` names what is being written."""
-    if BULK_GIN_PENDING_LIST_KB:
-        await cur.execute("SELECT set_config('gin_pending_list_limit', %s, true)", (str(BULK_GIN_PENDING_LIST_KB),))
     tasks = [task for task in plan.tasks if task.write]
     # The server is busy with the tasks (search vectors, indexes) for a while: the
     # comments, history and verbatim rows are converted meanwhile, in a thread.

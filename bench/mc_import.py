@@ -1,0 +1,201 @@
+#!/usr/bin/env python3
+"""Import of the legacy Mission Control sample, side by side with pgloader.
+
+The 8,378-task sample (../shared/fixtures/make_legacy_dbs.py, its default size) is
+imported into a fresh, migrated database on an embedded PostgreSQL: the whole
+`import_legacy` (reading, mapping, the verbatim copy of every row) plus the commit.
+pgloader (Debian package) loads the same file into a scratch database on the same
+server, same run; its figure is its process's wall time. Rounds alternate between
+the two; the figures are medians. Target: the import faster than pgloader.
+
+Also shown, for what they explain (not part of the figure):
+- the same import by the real CLI, process start included;
+- diagnostic: the import with a large GIN pending list (the search index's entries
+  appended, merged later), and what the next task insert then costs;
+- diagnostic: the import into the schema without the generated search column (what
+  full-text search costs; the shipped schema has it).
+
+    python bench/mc_import.py [--rounds 3] [--tasks 8378]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+GENERATOR = ROOT.parent / "shared" / "fixtures" / "make_legacy_dbs.py"
+STATUSES = ["todo", "in_progress", "blocked", "review", "done", "cancelled"]
+CLOSED = ["done", "cancelled"]
+
+
+def ensure_pgloader() -> str:
+    found = shutil.which("pgloader")
+    if found:
+        return found
+    print("pgloader missing: apt-get install -y pgloader", flush=True)
+    subprocess.run("apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq pgloader",
+                   shell=True, check=True, stdout=subprocess.DEVNULL)
+    found = shutil.which("pgloader")
+    if not found:
+        raise SystemExit("pgloader could not be installed")
+    return found
+
+
+def timed_import(url: str, path: Path, *, options: str = "") -> tuple[float, object]:
+    import psycopg
+
+    from alai.server.mc import importer
+
+    async def run():
+        async with await psycopg.AsyncConnection.connect(url, autocommit=True, options=options) as conn:
+            started = time.perf_counter()
+            async with conn.transaction():
+                report = await importer.import_legacy(conn, path=path, mapping=None, dry_run=False, actor="bench",
+                                                      statuses=STATUSES, closed_statuses=CLOSED)
+            return time.perf_counter() - started, report
+
+    return asyncio.run(run())
+
+
+def next_insert(url: str) -> float:
+    """One task insert by a session with default settings, as the API would make it."""
+    import psycopg
+
+    with psycopg.connect(url, autocommit=True) as conn:
+        started = time.perf_counter()
+        conn.execute("INSERT INTO mc_tasks (id, title, status, created_by) VALUES ('BENCH-1', 'after', 'todo', 'b')")
+        return time.perf_counter() - started
+
+
+def pgloader_target(pg, database: str) -> str:
+    return f"postgresql://postgres@unix:{pg.socket_dir}:{pg.port}/{database}"
+
+
+def timed_pgloader(pgloader: str, path: Path, target: str, log: Path) -> float:
+    started = time.perf_counter()
+    result = subprocess.run([pgloader, str(path), target], capture_output=True, text=True)
+    elapsed = time.perf_counter() - started
+    log.write_text(result.stdout + result.stderr)
+    if result.returncode != 0 or "Total import time" not in result.stdout + result.stderr:
+        raise RuntimeError(f"pgloader failed (exit {result.returncode}):\n{(result.stdout + result.stderr)[-2000:]}")
+    return elapsed
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--tasks", type=int, default=8378)
+    args = parser.parse_args()
+    pgloader = ensure_pgloader()
+
+    from alai.server.db import migrations
+    from alai.server.db.embedded import EmbeddedPostgres
+    from tests.support import databases
+
+    with tempfile.TemporaryDirectory(prefix="alai-bench-mc-") as tmp:
+        tmp_path = Path(tmp)
+        subprocess.run([sys.executable, str(GENERATOR), str(tmp_path / "legacy"), "--tasks", str(args.tasks),
+                        "--messages", "1"], check=True, capture_output=True)
+        sample = tmp_path / "legacy" / "mission-control.db"
+        # pgloader reads the file as another user may: keep it readable.
+        os.chmod(tmp_path, 0o755)
+        pg = EmbeddedPostgres(tmp_path / "data")
+        admin_url = pg.start()
+        samples: dict[str, list[float]] = {"alai": [], "pgloader": [], "cli": [], "pending": [], "after": [],
+                                           "no-search": []}
+        fallback_note = ""
+        report = None
+        try:
+            def fresh(prefix: str, migrate: bool = True) -> tuple[str, str]:
+                name = databases.unique_name(prefix)
+                databases.create_database(admin_url, name)
+                url = databases.with_database(admin_url, name)
+                if migrate:
+                    migrations.migrate(url)
+                return name, url
+
+            for round_number in range(args.rounds):
+                order = ("alai", "pgloader") if round_number % 2 == 0 else ("pgloader", "alai")
+                for which in order:
+                    if which == "alai":
+                        name, url = fresh("bench_mc")
+                        elapsed, report = timed_import(url, sample)
+                        samples["alai"].append(elapsed)
+                    else:
+                        name, url = fresh("bench_pgloader", migrate=False)
+                        target = pgloader_target(pg, name)
+                        try:
+                            elapsed = timed_pgloader(pgloader, sample, target, tmp_path / "pgloader.log")
+                        except RuntimeError as error:
+                            if round_number or fallback_note:
+                                raise
+                            # The Unix-socket form failed: the machine's PostgreSQL, if any, is the fallback.
+                            print(f"pgloader over the socket failed ({str(error).splitlines()[0]}); "
+                                  "trying postgresql://postgres@127.0.0.1:5432", flush=True)
+                            pg_loader_url = "postgresql://postgres@127.0.0.1:5432/postgres"
+                            scratch = databases.unique_name("bench_pgloader")
+                            databases.create_database(pg_loader_url, scratch)
+                            fallback_note = " (pgloader on the machine's PostgreSQL at 127.0.0.1:5432, not the same server)"
+                            try:
+                                elapsed = timed_pgloader(pgloader, sample,
+                                                         f"postgresql://postgres@127.0.0.1:5432/{scratch}",
+                                                         tmp_path / "pgloader.log")
+                            finally:
+                                databases.drop_database(pg_loader_url, scratch)
+                        samples["pgloader"].append(elapsed)
+                    databases.drop_database(admin_url, name)
+                    print(f"round {round_number + 1} {which:<9} {samples[which][-1]:6.2f} s", flush=True)
+
+                name, url = fresh("bench_cli")
+                started = time.perf_counter()
+                cli = subprocess.run([sys.executable, "-m", "alai", "admin", "import", str(sample), "--json"],
+                                     env={**os.environ, "ALAI_DATABASE_URL": url}, capture_output=True, text=True)
+                samples["cli"].append(time.perf_counter() - started)
+                if cli.returncode != 0:
+                    raise SystemExit(f"alai admin import failed: {cli.stderr}")
+                databases.drop_database(admin_url, name)
+
+                name, url = fresh("bench_pending")
+                samples["pending"].append(timed_import(url, sample, options="-c gin_pending_list_limit=256MB")[0])
+                samples["after"].append(next_insert(url))
+                databases.drop_database(admin_url, name)
+
+                name, url = fresh("bench_nosearch")
+                import psycopg
+
+                with psycopg.connect(url, autocommit=True) as conn:
+                    conn.execute("ALTER TABLE mc_tasks DROP COLUMN search")
+                samples["no-search"].append(timed_import(url, sample)[0])
+                databases.drop_database(admin_url, name)
+        finally:
+            pg.stop()
+
+    median = {name: statistics.median(values) for name, values in samples.items()}
+    rows = {item.table: item for item in report.tables}  # type: ignore[union-attr]
+    tasks, comments, history = rows["tasks"].rows_written, rows["task_comments"].rows_written, \
+        rows["task_history"].rows_written
+    print(f"sample: {tasks:,} tasks, {comments:,} comments, {history:,} history entries, "
+          f"{rows['mc_import_rows'].rows_written:,} verbatim rows; {os.cpu_count()} cores")
+    print(f"alai admin import (CLI process, start included): {median['cli']:.2f} s")
+    print(f"diagnostic, search index through a 256 MB GIN pending list: {median['pending']:.2f} s, "
+          f"but the next task insert then merges it: {median['after']:.2f} s")
+    print(f"diagnostic, schema without the generated search column and its index: {median['no-search']:.2f} s")
+    ratio = median["pgloader"] / median["alai"]
+    verdict = "faster" if ratio > 1 else "slower"
+    print(f"mc import of {tasks:,} tasks: alai {median['alai']:.2f} s (transformation included) vs pgloader "
+          f"{median['pgloader']:.2f} s{fallback_note}; alai is {max(ratio, 1 / ratio):.2f}x {verdict} "
+          f"(median of {args.rounds} rounds)")
+
+
+if __name__ == "__main__":
+    main()
