@@ -1,4 +1,5 @@
-"""`alai mc` pure helpers, the SSE follower against a fake transport, and the If-Match retry rules."""
+"""`alai mc` pure helpers, `Client.stream` and the SSE follower against a fake transport, and the If-Match
+retry rules."""
 
 import functools
 import json
@@ -8,9 +9,9 @@ import httpx
 import pytest
 from click.testing import CliRunner
 
-from alai.cli import mc
+from alai.cli import mc, mc_watch
 from alai.cli.main import root
-from alai.client import http
+from alai.client import http, sse
 from alai.client.profiles import Profile
 
 
@@ -56,7 +57,7 @@ def test_short_times_are_local_and_short():
 
 
 def test_changes_are_summarised_on_one_line():
-    text = mc.summarize_changes({"status": ["todo", "done"], "assignee": [None, "bob"],
+    text = mc_watch.summarize_changes({"status": ["todo", "done"], "assignee": [None, "bob"],
                                  "description": ["a", "b\nc"], "labels": [[], ["x", "y"]]})
     assert text == "status: todo → done; assignee: - → bob; description changed; labels: [] → x, y"
     assert mc.one_line("x" * 100, 10) == "x" * 9 + "…"
@@ -66,11 +67,11 @@ def test_changes_are_summarised_on_one_line():
 def test_sse_parsing_follows_the_whatwg_rules():
     lines = [": connected", "", "id: 5-1", "event: created", "data: {\"a\":", "data: 1}", "",
              ": keepalive", "", "event: updated", "data:x", "", "id: 9-2", "", "retry: 100", ""]
-    messages = list(mc.parse_sse(lines))
+    messages = list(sse.parse_sse(lines))
     assert messages == [
-        mc.SseMessage(id="5-1", event="created", data='{"a":\n1}'),
-        mc.SseMessage(id="5-1", event="updated", data="x"),  # the id carries over
-        mc.SseMessage(id="9-2", event="message", data=None),  # an id alone moves the resume point
+        sse.SseMessage(id="5-1", event="created", data='{"a":\n1}'),
+        sse.SseMessage(id="5-1", event="updated", data="x"),  # the id carries over
+        sse.SseMessage(id="9-2", event="message", data=None),  # an id alone moves the resume point
     ]
 
 
@@ -95,6 +96,43 @@ def _client(handler) -> http.Client:
     return http.Client(profile, transport=httpx.MockTransport(handler))
 
 
+def _follow(client: http.Client, **kwargs):
+    """The follower as `alai mc watch` runs it."""
+    return sse.follow(client, mc_watch.EVENTS_STREAM_PATH, probe_path=mc_watch.PROBE_PATH,
+                      read_timeout=mc_watch.STREAM_READ_TIMEOUT, **kwargs)
+
+
+def test_a_stream_answered_with_a_problem_raises_api_error():
+    def handler(request: httpx.Request) -> httpx.Response:
+        assert request.headers["Accept"] == "text/event-stream"
+        return httpx.Response(404, json={"title": "Not found", "status": 404, "detail": "no such stream"})
+
+    with _client(handler) as client, pytest.raises(http.ApiError, match="no such stream") as raised:
+        with client.stream("GET", "/v1/nowhere", headers={"Accept": "text/event-stream"}):
+            pytest.fail("the block must not run for a 4xx")
+    assert raised.value.status == 404
+
+
+def test_a_stream_to_a_closed_port_raises_server_unreachable():
+    profile = Profile(name="default", server="http://127.0.0.1:9", token="t", timeout=5.0, sources={})
+    with http.Client(profile) as client, pytest.raises(http.ServerUnreachable, match="cannot reach http://127.0.0.1:9"):
+        with client.stream("GET", "/v1/mc/events/stream", read_timeout=1.0):
+            pytest.fail("there is no server")
+
+
+def test_a_stream_that_breaks_off_raises_server_unreachable_with_the_reason():
+    def broken_body():
+        yield b"data: one\n\n"
+        raise httpx.ReadError("connection reset by peer")
+
+    with _client(lambda request: httpx.Response(200, content=broken_body())) as client:
+        lines: list[str] = []
+        with pytest.raises(http.ServerUnreachable, match="^connection reset by peer$"):
+            with client.stream("GET", "/stream") as response:
+                lines.extend(response.iter_lines())
+    assert lines == ["data: one", ""]
+
+
 def test_the_follower_resumes_from_the_last_position_after_a_drop():
     seen_resume: list[str | None] = []
     streams = iter([
@@ -114,8 +152,8 @@ def test_the_follower_resumes_from_the_last_position_after_a_drop():
     delays: list[float] = []
     retries: list[str] = []
     with _client(handler) as client:
-        events = mc.follow_events(client, params={"assignee": "bob"}, last_id=None, sleep=delays.append,
-                                  on_retry=lambda reason, delay: retries.append(reason))
+        events = _follow(client, params={"assignee": "bob"}, last_id=None, sleep=delays.append,
+                         on_retry=lambda reason, delay: retries.append(reason))
         got = [next(events) for _ in range(3)]
     assert [kind for kind, _ in got] == ["created", "updated", "commented"]
     assert json.loads(got[2][1])["position"] == "8-3"
@@ -130,15 +168,15 @@ def test_the_follower_gives_up_at_once_when_the_first_connection_is_refused():
                                          "detail": "this token is not valid; run `alai login`"})
 
     with _client(handler) as client, pytest.raises(http.ApiError, match="alai login"):
-        next(mc.follow_events(client, params={}, last_id="5", sleep=lambda _: None))
+        next(_follow(client, params={}, last_id="5", sleep=lambda _: None))
 
 
 def test_event_lines_for_people():
-    line = mc.format_event("updated", json.dumps({
+    line = mc_watch.format_event("updated", json.dumps({
         "id": 3, "position": "9-3", "kind": "updated", "task_id": "MC-4", "actor": "bob",
         "at": datetime.now(UTC).isoformat(), "changes": {"status": ["todo", "review"]}}))
     assert "updated" in line and "MC-4" in line and "bob" in line and "status: todo → review" in line
-    assert mc.format_event("deleted", json.dumps({"task_id": "MC-4"})) == "deleted MC-4"
+    assert mc_watch.format_event("deleted", json.dumps({"task_id": "MC-4"})) == "deleted MC-4"
 
 
 # -- If-Match: move retries once, edit never -------------------------------------------------------------

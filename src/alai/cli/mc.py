@@ -14,8 +14,7 @@ import os
 import re
 import sys
 import time
-from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
+from collections.abc import Iterable
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
@@ -26,9 +25,6 @@ from alai.cli.output import client_for, console, local_time, print_json
 STATUS_STYLE = {"todo": "cyan", "in_progress": "yellow", "blocked": "red", "review": "magenta", "done": "green",
                 "cancelled": "dim"}
 SORTS = ("updated_at", "-updated_at", "created_at", "-created_at", "priority", "-priority", "id")
-KIND_STYLE = {"created": "green", "updated": "yellow", "commented": "cyan", "archived": "dim", "restored": "blue"}
-RECONNECT_FIRST, RECONNECT_MAX = 0.5, 10.0
-STREAM_READ_TIMEOUT = 45.0  # three missed keep-alives (sent every 15 s): the connection is dead
 SHOWN_IN_SHOW = 10
 
 # -- pure helpers (tests/unit/test_mc_cli_format.py) ----------------------------------------
@@ -97,52 +93,6 @@ def one_line(value: Any, width: int = 60) -> str:
     else:
         text = " ".join(str(value).split())
     return text if len(text) <= width else text[: width - 1] + "…"
-
-
-def summarize_changes(changes: dict[str, Any] | None) -> str:
-    """`status: todo → done; assignee: - → bob` from an event's {field: [old, new]}."""
-    if not changes:
-        return ""
-    parts = []
-    for field, pair in changes.items():
-        old, new = pair if isinstance(pair, (list, tuple)) and len(pair) == 2 else (None, pair)
-        if field == "description":
-            parts.append("description changed")
-        else:
-            parts.append(f"{field}: {one_line(old, 30)} → {one_line(new, 30)}")
-    return "; ".join(parts)
-
-
-@dataclass(frozen=True)
-class SseMessage:
-    id: str | None  # the last event id as of this message (it carries over, as in EventSource)
-    event: str
-    data: str | None
-
-
-def parse_sse(lines: Iterable[str]) -> Iterator[SseMessage]:
-    """Server-Sent Events (WHATWG): fields up to a blank line; `:` lines are comments."""
-    last_id: str | None = None
-    event, data, seen = "message", [], False
-    for line in lines:
-        if line == "":
-            if seen:
-                yield SseMessage(id=last_id, event=event, data="\n".join(data) if data else None)
-            event, data, seen = "message", [], False
-            continue
-        if line.startswith(":"):
-            continue
-        field, _, value = line.partition(":")
-        value = value.removeprefix(" ")
-        if field == "data":
-            data.append(value)
-        elif field == "event":
-            event = value
-        elif field == "id" and "\0" not in value:
-            last_id = value
-        else:
-            continue
-        seen = True
 
 
 # -- parameters ----------------------------------------------------------------------------
@@ -219,7 +169,7 @@ def _statuses(client) -> list[str]:
     return list(client.get_json("/v1/mc/statuses")["statuses"])
 
 
-def _check_status(client, value: str) -> str:
+def check_status(client, value: str) -> str:
     statuses = _statuses(client)
     status = match_status(value, statuses)
     if status is None:
@@ -289,7 +239,8 @@ def _history(client, task_id: str) -> list:
 # -- rendering --------------------------------------------------------------------------------
 
 
-def _out():
+def output_console():
+    """The console for people: no escape codes under NO_COLOR, no width to fit when piped."""
     if os.environ.get("NO_COLOR"):
         from rich.console import Console
 
@@ -303,7 +254,7 @@ def _out():
 
 
 def _print_table(table: Any) -> None:
-    out = _out()
+    out = output_console()
     with out.capture() as captured:
         out.print(table)
     # Rich pads every cell to its column's width; the last column's padding is noise.
@@ -393,7 +344,7 @@ def list_tasks(ctx: click.Context, statuses: tuple[str, ...], assignee: str | No
         params["updated_since"] = since.isoformat()
     with client_for(ctx) as client:
         if wanted:
-            params["status"] = ",".join(_check_status(client, status) for status in wanted)
+            params["status"] = ",".join(check_status(client, status) for status in wanted)
         tasks, next_cursor = _all_pages(client, "/v1/mc/tasks", params, TaskPage, follow=all_pages)
     if as_json:
         print_json([task.model_dump(mode="json") for task in tasks])
@@ -431,7 +382,7 @@ def _render_task(task, comments: list, history: list) -> None:
     from rich.markdown import Markdown
     from rich.markup import escape
 
-    out = _out()
+    out = output_console()
     out.print(f"[bold]{task.id}[/bold]  {escape(task.title)}")
     rows = [
         ("status", _status(task.status) + (f"  (closed {local_time(task.closed_at)})" if task.closed_at else "")),
@@ -514,7 +465,7 @@ def create(ctx: click.Context, title: str, description: str | None, status: str 
     key = str(uuid.uuid4())
     with client_for(ctx) as client:
         if status is not None:
-            fields["status"] = _check_status(client, status)
+            fields["status"] = check_status(client, status)
         body = _model(TaskCreate, **fields)
         try:
             response = client.request("POST", "/v1/mc/tasks", json=body, headers={"Idempotency-Key": key})
@@ -602,7 +553,7 @@ def edit(ctx: click.Context, task_id: str, title: str | None, description: str |
 def move(ctx: click.Context, task_id: str, status: str, as_json: bool) -> None:
     """Set a task's status; an unknown STATUS fails with the list of the workflow's statuses."""
     with client_for(ctx) as client:
-        status = _check_status(client, status)
+        status = check_status(client, status)
         before, after = _set_fields(client, task_id, status=status)
     _print_change(task_id, before, after, as_json, f"{before.status} → {after.status}", f"is already {after.status}")
 
@@ -717,130 +668,5 @@ def history(ctx: click.Context, task_id: str, as_json: bool) -> None:
     _print_table(table)
 
 
-# -- watch --------------------------------------------------------------------------------------
-
-
-def follow_events(client, *, params: dict[str, str], last_id: str | None,
-                  on_connect: Callable[[], None] = lambda: None,
-                  on_retry: Callable[[str, float], None] = lambda reason, delay: None,
-                  sleep: Callable[[float], None] = time.sleep) -> Iterator[tuple[str, str]]:
-    """(kind, JSON) of each event of the SSE stream, forever; resumes after a drop with Last-Event-ID.
-
-    `last_id` is opaque: the stream's last `id:` (a position), or an event id from the user.
-
-    The first connection's errors are raised (a wrong server or token should not
-    spin); after that, lost connections and 5xx answers are retried with backoff.
-    """
-    import httpx
-
-    from alai.client import http
-
-    delay = RECONNECT_FIRST
-    connected = False
-    while True:
-        try:
-            # An ordinary request first: it renews an expiring login and turns a
-            # refused token into the client's usual one-line error.
-            client.request("GET", "/v1/mc/statuses")
-            headers = {"Accept": "text/event-stream"}
-            if last_id is not None:
-                headers["Last-Event-ID"] = last_id
-            timeout = httpx.Timeout(client.profile.timeout, read=STREAM_READ_TIMEOUT)
-            # Client has no streaming call of its own yet; its httpx client carries the auth.
-            with client._http.stream("GET", "/v1/mc/events/stream", params=params, headers=headers,
-                                     timeout=timeout) as response:
-                if response.status_code >= 400:
-                    response.read()
-                    raise http.ApiError(http._problem_from(response))
-                if not connected:
-                    on_connect()
-                connected, delay = True, RECONNECT_FIRST
-                for message in parse_sse(response.iter_lines()):
-                    if message.id:
-                        last_id = message.id
-                    if message.data is not None:
-                        yield message.event, message.data
-            reason = "the server ended the stream"
-        except http.ApiError as error:
-            if not connected or (error.status < 500 and error.status != 429):
-                raise
-            reason = str(error)
-        except http.ServerUnreachable as error:
-            if not connected:
-                raise
-            reason = str(error)
-        except httpx.TransportError as error:
-            if not connected:
-                raise http.ServerUnreachable(f"the event stream of {client.profile.server} failed: "
-                                             f"{http._reason(error)}") from None
-            reason = http._reason(error)
-        on_retry(reason, delay)
-        sleep(delay)
-        delay = min(delay * 2, RECONNECT_MAX)
-
-
-def format_event(kind: str, data: str, now: datetime | None = None) -> str:
-    """One rich-markup line for a person: time, kind, task, actor, what changed."""
-    from pydantic import ValidationError
-    from rich.markup import escape
-
-    from alai.wire.mc import Event
-
-    try:
-        event = Event.model_validate_json(data)
-    except ValidationError:  # a kind this CLI does not know yet
-        raw = json.loads(data) if data.startswith("{") else {}
-        return f"{escape(kind)} {escape(str(raw.get('task_id', '?')))}"
-    moment = event.at.astimezone()
-    today = moment.date() == (now or datetime.now(UTC)).astimezone().date()
-    when = moment.strftime("%H:%M:%S" if today else "%Y-%m-%d %H:%M:%S")
-    style = KIND_STYLE.get(event.kind, "")
-    task = event.task
-    if event.kind == "updated":
-        what = summarize_changes(event.changes)
-    elif event.kind == "commented" and event.comment is not None:
-        what = one_line(event.comment.body, 80)
-    else:
-        what = one_line(task.title, 80) if task else ""
-        if event.kind == "created" and task is not None:
-            what = f"{task.status}: {what}"
-    return (f"[dim]{when}[/dim] [{style}]{event.kind:<9}[/{style}] [bold]{event.task_id}[/bold] "
-            f"{escape(event.actor)}  {escape(what)}")
-
-
-@mc.command()
-@click.option("--status", "-s", "statuses", multiple=True, help="Only tasks in these statuses (repeat or comma list).")
-@click.option("--assignee", "-a", help="Only tasks assigned to this name.")
-@click.option("--project", "-P", help="Only this project.")
-@click.option("--since-id", metavar="ID", help="Start after this event id or position (0: replay everything).")
-@click.option("--json", "as_json", is_flag=True, help="Each event as the API sends it, one per line (JSON Lines).")
-@click.pass_context
-def watch(ctx: click.Context, statuses: tuple[str, ...], assignee: str | None, project: str | None,
-          since_id: str | None, as_json: bool) -> None:
-    """Follow changes to tasks live, one line per event, until Ctrl-C.
-
-    A dropped connection is resumed after the last event received (Last-Event-ID),
-    retrying every 0.5 s up to every 10 s; the attempts are reported on stderr.
-    """
-    params = {key: value for key, value in (("assignee", assignee), ("project", project)) if value is not None}
-    wanted = [part.strip() for value in statuses for part in value.split(",") if part.strip()]
-
-    def connected() -> None:
-        click.echo(f"watching {client.profile.server} (Ctrl-C to stop)", err=True)
-
-    def retrying(reason: str, delay: float) -> None:
-        click.echo(f"connection lost ({reason}); reconnecting in {delay:g} s", err=True)
-
-    out = None if as_json else _out()
-    try:
-        with client_for(ctx) as client:
-            if wanted:
-                params["status"] = ",".join(_check_status(client, status) for status in wanted)
-            for kind, data in follow_events(client, params=params, last_id=since_id, on_connect=connected,
-                                            on_retry=retrying):
-                if as_json:
-                    click.echo(data)
-                else:
-                    out.print(format_event(kind, data), soft_wrap=True)
-    except KeyboardInterrupt:
-        pass
+# `watch` lives in its own module; importing it attaches it to `mc`.
+from alai.cli import mc_watch  # noqa: E402,F401

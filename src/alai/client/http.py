@@ -1,14 +1,16 @@
 """A small synchronous client for the control plane's HTTP API.
 
-Errors (the contract the CLI relies on):
+Errors (the contract the CLI relies on), from `request` and `stream` alike:
 
     ClientError                  anything that stops a call; str() is one line for people
-    ├── ServerUnreachable        no connection, or it timed out
+    ├── ServerUnreachable        no connection, or it timed out, or a streamed body broke off
     └── ApiError                 the server answered with a problem (4xx/5xx); .problem
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import httpx
@@ -84,10 +86,15 @@ class Client:
         self.profile.login = renewed
         self._http.headers["Authorization"] = f"Bearer {renewed.access_token}"
 
-    def request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+    def _login_renewed_if_expiring(self) -> object | None:
+        """The login in use (None with a plain token), renewed first if it is about to expire."""
         login = self.profile.login
         if login is not None and login.expires_within(30):  # type: ignore[attr-defined]
             self._refresh_login()
+        return login
+
+    def request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        login = self._login_renewed_if_expiring()
         response = self._send(method, path, **kwargs)
         if response.status_code == 401 and login is not None:
             self._refresh_login()
@@ -99,14 +106,63 @@ class Client:
     def _send(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
         try:
             return self._http.request(method, path, **kwargs)
-        except httpx.TimeoutException:
-            raise ServerUnreachable(
-                f"{self.profile.server} did not answer within {self.profile.timeout:g} s; "
-                "is it overloaded or behind a slow network? (raise ALAI_TIMEOUT to wait longer)"
-            ) from None
         except httpx.TransportError as error:
-            hint = "is `alai serve` running?" if _is_local(self.profile.server) else "check the URL with `alai config show`"
-            raise ServerUnreachable(f"cannot reach {self.profile.server} ({_reason(error)}): {hint}") from None
+            raise self._unreachable(error) from None
+
+    @contextmanager
+    def stream(self, method: str, path: str, *, params: dict[str, Any] | None = None,
+               headers: dict[str, str] | None = None, read_timeout: float | None = None) -> Iterator[httpx.Response]:
+        """The response, its body to be read inside the block as it arrives (Server-Sent Events).
+
+        Errors as from `request`, its login renewal included. A connection that breaks
+        while the body is read raises ServerUnreachable with the reason alone: the
+        caller knows what it was reading. `read_timeout` is how long the body may stay
+        silent (default: the profile's timeout).
+        """
+        timeout = (httpx.Timeout(self.profile.timeout, read=read_timeout) if read_timeout is not None
+                   else httpx.USE_CLIENT_DEFAULT)
+        login = self._login_renewed_if_expiring()
+        response = self._open_stream(method, path, params, headers, timeout, read_timeout)
+        if response.status_code == 401 and login is not None:
+            response.close()
+            self._refresh_login()
+            response = self._open_stream(method, path, params, headers, timeout, read_timeout)
+        try:
+            if response.status_code >= 400:
+                try:
+                    response.read()
+                except httpx.TransportError as error:
+                    raise self._unreachable(error, read_timeout) from None
+                raise ApiError(_problem_from(response))
+            try:
+                yield response
+            except httpx.TransportError as error:
+                raise ServerUnreachable(_reason(error)) from None
+        finally:
+            response.close()
+
+    def _open_stream(self, method: str, path: str, params: dict[str, Any] | None, headers: dict[str, str] | None,
+                     timeout: Any, read_timeout: float | None) -> httpx.Response:
+        # Built afresh each time: after a refresh the client carries the new token.
+        request = self._http.build_request(method, path, params=params, headers=headers, timeout=timeout)
+        try:
+            return self._http.send(request, stream=True)
+        except httpx.TransportError as error:
+            raise self._unreachable(error, read_timeout) from None
+
+    def _unreachable(self, error: httpx.TransportError, read_timeout: float | None = None) -> ServerUnreachable:
+        server = self.profile.server
+        if isinstance(error, httpx.ReadTimeout) and read_timeout is not None:
+            # Not the profile's timeout, so ALAI_TIMEOUT would not help.
+            return ServerUnreachable(f"{server} did not answer within {read_timeout:g} s; "
+                                     "is it overloaded or behind a slow network?")
+        if isinstance(error, httpx.TimeoutException):
+            return ServerUnreachable(
+                f"{server} did not answer within {self.profile.timeout:g} s; "
+                "is it overloaded or behind a slow network? (raise ALAI_TIMEOUT to wait longer)"
+            )
+        hint = "is `alai serve` running?" if _is_local(server) else "check the URL with `alai config show`"
+        return ServerUnreachable(f"cannot reach {server} ({_reason(error)}): {hint}")
 
     def get_json(self, path: str, **kwargs: Any) -> Any:
         return self.request("GET", path, **kwargs).json()
