@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Import of the legacy Mission Control sample, side by side with pgloader.
 
-The 8,378-task sample (../shared/fixtures/make_legacy_dbs.py, its default size) is
+The 8,378-task sample (tests/fixtures/make_legacy_dbs.py, its default size) is
 imported into a fresh, migrated database on an embedded PostgreSQL: the whole
 `import_legacy` (reading, mapping, the verbatim copy of every row) plus the commit.
 pgloader (Debian package) loads the same file into a scratch database on the same
@@ -33,7 +33,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-GENERATOR = ROOT.parent / "shared" / "fixtures" / "make_legacy_dbs.py"
+GENERATOR = ROOT / "tests" / "fixtures" / "make_legacy_dbs.py"
 STATUSES = ["todo", "in_progress", "blocked", "review", "done", "cancelled"]
 CLOSED = ["done", "cancelled"]
 

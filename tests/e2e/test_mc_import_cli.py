@@ -18,13 +18,11 @@ from tests.support.processes import ALAI, run_cli
 pytestmark = pytest.mark.e2e
 
 ROOT = Path(__file__).resolve().parents[2]
-GENERATOR = ROOT.parent / "shared" / "fixtures" / "make_legacy_dbs.py"
+GENERATOR = ROOT / "tests" / "fixtures" / "make_legacy_dbs.py"
 
 
 @pytest.fixture(scope="module")
 def sample(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    if not GENERATOR.exists():
-        pytest.skip(f"the sample generator is not at {GENERATOR}")
     folder = tmp_path_factory.mktemp("legacy")
     subprocess.run([sys.executable, str(GENERATOR), str(folder), "--tasks", "300", "--messages", "1"], check=True,
                    capture_output=True)

@@ -16,15 +16,13 @@ from alai.server.mc import importer
 from alai.server.problems import ProblemError
 
 ROOT = Path(__file__).resolve().parents[2]
-GENERATOR = ROOT.parent / "shared" / "fixtures" / "make_legacy_dbs.py"
+GENERATOR = ROOT / "tests" / "fixtures" / "make_legacy_dbs.py"
 STATUSES = ["todo", "in_progress", "blocked", "review", "done", "cancelled"]
 CLOSED = ["done", "cancelled"]
 MC_TABLES = ("mc_tasks", "mc_comments", "mc_history", "mc_imports", "mc_import_rows")
 
 
 def make_sample(folder: Path, tasks: int) -> Path:
-    if not GENERATOR.exists():
-        pytest.skip(f"the sample generator is not at {GENERATOR}")
     subprocess.run([sys.executable, str(GENERATOR), str(folder), "--tasks", str(tasks), "--messages", "1"],
                    check=True, capture_output=True)
     return folder / "mission-control.db"
