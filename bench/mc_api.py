@@ -10,19 +10,15 @@ Targets (issue 4): >= 2,000 GET/s and >= 1,000 creates/s on 2 cores.
 from __future__ import annotations
 
 import argparse
-import os
 import re
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
-import httpx
 import psycopg
+from support import running_serve
 
 TOKEN = "bench-mc-token"
 SEED_TASKS = 10_000
@@ -55,11 +51,6 @@ end
 """
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
 
 def run_wrk(url: str, script: str, seconds: int, connections: int, tmp: Path) -> tuple[float, float, float]:
     lua = tmp / f"s{abs(hash(script))}.lua"
@@ -89,26 +80,7 @@ def main() -> None:
         raise SystemExit("wrk is not installed: apt-get install wrk")
     with tempfile.TemporaryDirectory(prefix="alai-bench-mc-") as tmp_name:
         tmp = Path(tmp_name)
-        port = free_port()
-        env = {**os.environ, "ALAI_DATA_DIR": str(tmp / "data"), "ALAI_ADMIN_TOKEN": TOKEN,
-               "ALAI_LOG_LEVEL": "warning", "ALAI_LOG_FORMAT": "json", "ALAI_DB_POOL_MAX": "20"}
-        env.pop("ALAI_DATABASE_URL", None)
-        log = tmp / "serve.log"
-        with open(log, "wb") as out:
-            server = subprocess.Popen([sys.executable, "-m", "alai", "serve", "--port", str(port)], env=env,
-                                      stdout=out, stderr=subprocess.STDOUT)
-        base = f"http://127.0.0.1:{port}"
-        try:
-            deadline = time.monotonic() + 60
-            while True:
-                try:
-                    if httpx.get(f"{base}/readyz", timeout=1).status_code == 200:
-                        break
-                except httpx.TransportError:
-                    pass
-                if time.monotonic() > deadline or server.poll() is not None:
-                    raise SystemExit(log.read_text())
-                time.sleep(0.1)
+        with running_serve(tmp, token=TOKEN, extra_env={"ALAI_DB_POOL_MAX": "20"}) as base:
             sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
             from alai.server.db.embedded import EmbeddedPostgres
 
@@ -135,9 +107,6 @@ def main() -> None:
                 results[name] = run_wrk(target, script or "-- plain GET\n", args.seconds, args.connections, tmp)
                 rps, p50, p99 = results[name]
                 print(f"{name:<7} {rps:8.0f} req/s   p50 {p50:6.1f} ms   p99 {p99:6.1f} ms", flush=True)
-        finally:
-            server.send_signal(signal.SIGTERM)
-            server.wait(60)
     summary = ", ".join(f"{name} {rps:.0f}/s (p50 {p50:.1f} ms, p99 {p99:.1f} ms)"
                         for name, (rps, p50, p99) in results.items())
     print(f"mc_api: {summary}; wrk -t2 -c{args.connections}, {args.seconds} s each, one alai serve process")

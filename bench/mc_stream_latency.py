@@ -13,27 +13,18 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import signal
-import socket
 import statistics
-import subprocess
-import sys
 import tempfile
 import threading
 import time
 from pathlib import Path
 
 import httpx
+from support import running_serve
 from websockets.sync.client import connect
 
 TOKEN = "bench-stream-token"
 
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def main() -> None:
@@ -43,25 +34,7 @@ def main() -> None:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="alai-bench-stream-") as tmp_name:
         tmp = Path(tmp_name)
-        port = free_port()
-        env = {**os.environ, "ALAI_DATA_DIR": str(tmp / "data"), "ALAI_ADMIN_TOKEN": TOKEN,
-               "ALAI_LOG_LEVEL": "warning", "ALAI_LOG_FORMAT": "json"}
-        env.pop("ALAI_DATABASE_URL", None)
-        with open(tmp / "serve.log", "wb") as out:
-            server = subprocess.Popen([sys.executable, "-m", "alai", "serve", "--port", str(port)], env=env,
-                                      stdout=out, stderr=subprocess.STDOUT)
-        base = f"http://127.0.0.1:{port}"
-        try:
-            deadline = time.monotonic() + 60
-            while True:
-                try:
-                    if httpx.get(f"{base}/readyz", timeout=1).status_code == 200:
-                        break
-                except httpx.TransportError:
-                    pass
-                if time.monotonic() > deadline or server.poll() is not None:
-                    raise SystemExit((tmp / "serve.log").read_text())
-                time.sleep(0.1)
+        with running_serve(tmp, token=TOKEN) as base:
             received: dict[str, float] = {}
             ready = threading.Event()
 
@@ -90,9 +63,6 @@ def main() -> None:
                     next_at += interval
                     time.sleep(max(0.0, next_at - time.perf_counter()))
             reader.join(30)
-        finally:
-            server.send_signal(signal.SIGTERM)
-            server.wait(60)
     missing = [task for task in returned if task not in received]
     if missing:
         raise SystemExit(f"{len(missing)} events never arrived")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import click
@@ -30,67 +32,15 @@ def admin() -> None:
     """
 
 
-def _database_url(data_dir: Path | None):
-    """(url, owned server or None): the configured database, or the embedded one."""
-    embedded, _, Settings = _server_modules()
-    settings = Settings(**({"data_dir": data_dir} if data_dir else {}))
-    if settings.database_url is not None:
-        return settings.database_url.get_secret_value(), None
-    url = embedded.EmbeddedPostgres.url_of_running(settings.data_dir)
-    if url is not None:
-        return url, None
-    owned = embedded.EmbeddedPostgres(settings.data_dir)
-    return owned.start(), owned
-
-
-def run_in_database(data_dir: Path | None, work):
-    """Runs `work(conn)` (async) in one transaction on the control plane's database."""
-    import asyncio
-
+@contextmanager
+def database(data_dir: Path | None) -> Iterator[str]:
+    """The URL of the control plane's database for the length of a command: the
+    configured one, the running embedded one, or the embedded one started just for
+    this (and stopped after). Database errors become one-line CLI errors."""
     import psycopg
-    from psycopg.rows import dict_row
 
-    embedded, migrations, _ = _server_modules()
-    from alai.server.problems import ProblemError
-
-    async def main(url: str):
-        async with await psycopg.AsyncConnection.connect(url, autocommit=True, row_factory=dict_row) as conn:
-            async with conn.transaction():
-                return await work(conn)
-
-    owned = None
-    try:
-        url, owned = _database_url(data_dir)
-        plan = migrations.status(url)
-        if plan.pending:
-            raise click.ClickException(f"{len(plan.pending)} migration(s) pending: run `alai admin migrate` first")
-        return asyncio.run(main(url))
-    except embedded.EmbeddedPostgresError as error:
-        raise click.ClickException(str(error)) from None
-    except ProblemError as error:
-        raise click.ClickException(error.detail) from None
-    except psycopg.OperationalError as error:
-        raise click.ClickException(
-            f"cannot reach the database ({str(error).strip().splitlines()[0] if str(error).strip() else 'error'}); "
-            "check ALAI_DATABASE_URL"
-        ) from None
-    finally:
-        if owned is not None:
-            owned.stop()
-
-
-DATA_DIR_OPTION = click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path),
-                               help="Embedded data directory [env ALAI_DATA_DIR].")
-
-
-@admin.command()
-@click.option("--status", "show_status", is_flag=True, help="Only show what is applied and what is pending.")
-@click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path), help="Embedded data directory [env ALAI_DATA_DIR].")
-@click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
-def migrate(show_status: bool, data_dir: Path | None, as_json: bool) -> None:
-    """Apply pending database migrations (or, with --status, list them)."""
     embedded, migrations, Settings = _server_modules()
-    import psycopg
+    from alai.server.problems import ProblemError
 
     settings = Settings(**({"data_dir": data_dir} if data_dir else {}))
     owned = None
@@ -102,21 +52,55 @@ def migrate(show_status: bool, data_dir: Path | None, as_json: bool) -> None:
             if url is None:
                 owned = embedded.EmbeddedPostgres(settings.data_dir)
                 url = owned.start()
-        if show_status:
-            plan = migrations.status(url)
-            _show_plan(plan, as_json)
-            return
-        applied = migrations.migrate(url, log=lambda line: None if as_json else click.echo(line))
+        yield url
     except (embedded.EmbeddedPostgresError, migrations.MigrationError) as error:
         raise click.ClickException(str(error)) from None
+    except ProblemError as error:
+        raise click.ClickException(error.detail) from None
     except psycopg.OperationalError as error:
-        raise click.ClickException(
-            f"cannot reach the database ({str(error).strip().splitlines()[0] if str(error).strip() else 'error'}); "
-            "check ALAI_DATABASE_URL"
-        ) from None
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else "error"
+        raise click.ClickException(f"cannot reach the database ({reason}); check ALAI_DATABASE_URL") from None
     finally:
         if owned is not None:
             owned.stop()
+
+
+def run_in_database(data_dir: Path | None, work):
+    """Runs `work(conn)` (async) in one transaction on the control plane's database."""
+    import asyncio
+
+    import psycopg
+    from psycopg.rows import dict_row
+
+    _, migrations, _ = _server_modules()
+
+    async def main(url: str):
+        async with await psycopg.AsyncConnection.connect(url, autocommit=True, row_factory=dict_row) as conn:
+            async with conn.transaction():
+                return await work(conn)
+
+    with database(data_dir) as url:
+        if migrations.status(url).pending:
+            raise click.ClickException("migrations are pending: run `alai admin migrate` first")
+        return asyncio.run(main(url))
+
+
+DATA_DIR_OPTION = click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path),
+                               help="Embedded data directory [env ALAI_DATA_DIR].")
+
+
+@admin.command()
+@click.option("--status", "show_status", is_flag=True, help="Only show what is applied and what is pending.")
+@DATA_DIR_OPTION
+@click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
+def migrate(show_status: bool, data_dir: Path | None, as_json: bool) -> None:
+    """Apply pending database migrations (or, with --status, list them)."""
+    _, migrations, _ = _server_modules()
+    with database(data_dir) as url:
+        if show_status:
+            _show_plan(migrations.status(url), as_json)
+            return
+        applied = migrations.migrate(url, log=lambda line: None if as_json else click.echo(line))
     if as_json:
         print_json({"applied": applied})
     else:
