@@ -344,3 +344,23 @@ async def test_the_api_imports_an_uploaded_file(client, database_url, sample):
     assert not_sqlite.status_code == 422 and "not an SQLite database" in not_sqlite.json()["detail"]
     empty = await client.post("/v1/mc/import", content=b"", headers=headers)
     assert empty.status_code == 422
+
+
+async def test_the_api_takes_a_mapping_as_json(client, database_url, tmp_path):
+    path = tmp_path / "renamed.db"
+    with sqlite3.connect(path) as db:
+        db.execute("CREATE TABLE stuff (key TEXT PRIMARY KEY, name TEXT, state TEXT, made INTEGER)")
+        db.execute("INSERT INTO stuff VALUES ('X-1', 'renamed columns', 'open', 1700000000)")
+    headers = {"Content-Type": "application/octet-stream"}
+    mapping = {"tables": {"tasks": "stuff"}, "columns": {"tasks": {"id": "key", "title": "name", "status": "state",
+                                                                     "created_at": "made"}},
+               "statuses": {"open": "in_progress"}}
+    import json
+
+    response = await client.post("/v1/mc/import", params={"map": json.dumps(mapping)}, content=path.read_bytes(),
+                                 headers=headers)
+    assert response.status_code == 200, response.text
+    assert response.json()["status_map"]["open"] == "in_progress"
+    bad = await client.post("/v1/mc/import", params={"map": "[1, 2"}, content=path.read_bytes(), headers=headers)
+    assert bad.status_code == 422 and "JSON object" in bad.json()["detail"]
+    assert counts(database_url)["mc_tasks"] == 1

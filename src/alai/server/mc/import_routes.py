@@ -1,13 +1,14 @@
 """POST /v1/mc/import: the legacy SQLite import for a remote control plane.
 
 The body is the SQLite file itself (application/octet-stream or
-application/vnd.sqlite3). It is spooled to a temporary file, at most 512 MiB, and
+application/vnd.sqlite3); `?map=` carries a mapping as JSON (what `--map` reads as YAML). It is spooled to a temporary file, at most 512 MiB, and
 imported in one transaction; the answer is the ImportReport. The router carries no
 prefix: the mc module mounts it under /v1/mc.
 """
 
 from __future__ import annotations
 
+import json
 import tempfile
 from pathlib import Path
 
@@ -55,17 +56,27 @@ def router_factory() -> APIRouter:
         principal: Principal = ADMIN,
         dry_run: bool = Query(False, description="Report what would be imported, write nothing."),
         source_name: str = Query("upload", max_length=200, description="The file's name, for the report."),
+        mapping: str | None = Query(None, alias="map", max_length=65536,
+                                    description="The mapping (as `--map` takes it), JSON-encoded."),
     ) -> ImportReport:
         """Import a legacy Mission Control SQLite file (the request body); idempotent."""
         media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
         if media_type not in ACCEPTED_TYPES:
             raise ProblemError(415, "send the SQLite file as application/octet-stream or application/vnd.sqlite3")
+        parsed_mapping = None
+        if mapping:
+            try:
+                parsed_mapping = json.loads(mapping)
+            except ValueError:
+                raise ProblemError(422, "map must be a JSON object (the mapping `--map` takes, as JSON)") from None
+            if not isinstance(parsed_mapping, dict):
+                raise ProblemError(422, "map must be a JSON object (the mapping `--map` takes, as JSON)")
         settings = request.app.state.settings
         with tempfile.TemporaryDirectory(prefix="alai-mc-import-") as folder:
             path = await _spool(request, Path(folder))
             async with conn.transaction():
                 return await importer.import_legacy(
-                    conn, path=path, mapping=None, dry_run=dry_run, actor=principal.name or principal.subject,
+                    conn, path=path, mapping=parsed_mapping, dry_run=dry_run, actor=principal.name or principal.subject,
                     statuses=comma_list(settings.mc_statuses), closed_statuses=comma_list(settings.mc_closed_statuses),
                     source_name=source_name,
                 )
