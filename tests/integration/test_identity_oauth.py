@@ -132,7 +132,7 @@ async def test_reused_code_is_refused_and_revokes_what_it_gave(anonymous_client,
     assert refreshed.status_code == 400 and "revoked" in refreshed.json()["error_description"]
 
 
-async def test_refresh_rotates_and_reuse_revokes_the_family(anonymous_client, alice):
+async def test_refresh_rotates_and_reuse_revokes_the_family(anonymous_client, alice, database_url):
     tokens, _, _ = await login(anonymous_client)
     first_refresh = tokens.json()["refresh_token"]
     form = {"grant_type": "refresh_token", "client_id": "alai-cli", "refresh_token": first_refresh}
@@ -140,11 +140,30 @@ async def test_refresh_rotates_and_reuse_revokes_the_family(anonymous_client, al
     assert rotated.status_code == 200
     second_refresh = rotated.json()["refresh_token"]
     assert second_refresh != first_refresh
+    # Later than the grace period for racing clients, the old token comes back: theft.
+    import psycopg
+
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        conn.execute("UPDATE identity_refresh_tokens SET used_at = used_at - interval '1 minute' "
+                     "WHERE used_at IS NOT NULL")
     reused = await anonymous_client.post("/oauth/token", data=form)
     assert reused.status_code == 400 and "reuse detected" in reused.json()["error_description"]
     # The thief's reuse ended the session: the legitimate latest token is dead too.
     latest = await anonymous_client.post("/oauth/token", data={**form, "refresh_token": second_refresh})
     assert latest.status_code == 400 and latest.json()["error"] == "invalid_grant"
+
+
+async def test_two_clients_racing_with_one_refresh_token_keep_the_session(anonymous_client, alice):
+    import asyncio
+
+    tokens, _, _ = await login(anonymous_client)
+    form = {"grant_type": "refresh_token", "client_id": "alai-cli", "refresh_token": tokens.json()["refresh_token"]}
+    results = await asyncio.gather(*[anonymous_client.post("/oauth/token", data=form) for _ in range(2)])
+    assert [r.status_code for r in results] == [200, 200]
+    for result in results:  # both successors work: nobody was logged out by the race
+        again = await anonymous_client.post("/oauth/token", data={**form,
+                                                                  "refresh_token": result.json()["refresh_token"]})
+        assert again.status_code == 200
 
 
 async def test_revocation_endpoint_ends_the_session(anonymous_client, alice):
@@ -262,3 +281,14 @@ async def test_key_rotation_keeps_old_tokens_valid(anonymous_client, app, valid_
     assert {old_kid, new_kid} <= published
     tokens, _, _ = await login(anonymous_client)
     assert jwt.get_unverified_header(tokens.json()["access_token"])["kid"] == new_kid
+
+
+async def test_failed_sign_ins_are_throttled_per_username(anonymous_client, alice):
+    _, challenge = pkce_pair()
+    params = authorize_params(challenge)
+    statuses = [(await sign_in(anonymous_client, params, "alice", f"wrong-{n}")).status_code for n in range(11)]
+    assert statuses[:10] == [401] * 10 and statuses[10] == 429
+    blocked = await sign_in(anonymous_client, params, "alice", PASSWORD)  # even the right password waits
+    assert blocked.status_code == 429 and int(blocked.headers["retry-after"]) > 0
+    assert "Too many failed sign-ins" in blocked.text
+

@@ -196,3 +196,21 @@ async def test_read_scope_cannot_write(app, anonymous_client):
     headers = {"Authorization": "Bearer reader"}
     assert (await anonymous_client.get("/v1/mc/tasks", headers=headers)).status_code == 200
     assert (await anonymous_client.post("/v1/mc/tasks", json={"title": "x"}, headers=headers)).status_code == 403
+
+
+async def test_crafted_cursors_and_positions_are_4xx_not_500(client):
+    import base64
+    import json
+
+    def cursor(value, sort="priority", task_id="MC-1"):
+        raw = json.dumps({"s": sort, "v": value, "i": task_id}).encode()
+        return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+    for bad in (cursor("abc"), cursor({}), cursor([1]), cursor(True), cursor(9), cursor(1, task_id=5),
+                cursor("2026-01-01T00:00:00", sort="-updated_at")):
+        sort = "-updated_at" if "updated" in base64.urlsafe_b64decode(bad + "==").decode() else "priority"
+        response = await client.get("/v1/mc/tasks", params={"sort": sort, "cursor": bad})
+        assert response.status_code == 400, (bad, response.text)
+    for position in ("18446744073709551616-1", "1-9223372036854775808", "-5-1", "x-y", "99999999999999999999"):
+        response = await client.get("/v1/mc/events", params={"after": position})
+        assert response.status_code == 400, (position, response.text)

@@ -11,13 +11,19 @@ from __future__ import annotations
 import concurrent.futures
 import json
 import os
+import tempfile
+import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 from alai.client.profiles import config_dir
 
+_held = threading.local()
+_in_process = threading.Lock()  # flock does not exclude threads of one process from each other
 KEYRING_SERVICE = "alai"
 KEYRING_TIMEOUT = 3.0
 FILE_NAME = "credentials.json"
@@ -84,11 +90,51 @@ def _read_file() -> dict[str, Any]:
 def _write_file(data: dict[str, Any]) -> None:
     path = file_path()
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".json.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as handle:
-        json.dump(data, handle)
-    os.replace(tmp, path)
+    # A temp file of our own (mkstemp: 0600, unique), then an atomic rename.
+    fd, tmp = tempfile.mkstemp(prefix=".credentials-", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as handle:
+            json.dump(data, handle)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+@contextmanager
+def locked() -> Iterator[None]:
+    """Serialises read-modify-write of stored logins (and refreshes) between processes
+    of this user: two CLIs renewing one login at once would spend the same refresh
+    token twice, which the server treats as theft."""
+    # Re-entrant within a thread (a refresh saves while it holds the lock); flock itself
+    # is not: a second descriptor of this process would wait for the first forever.
+    if getattr(_held, "depth", 0):
+        _held.depth += 1
+        try:
+            yield
+        finally:
+            _held.depth -= 1
+        return
+    folder = config_dir()
+    folder.mkdir(parents=True, exist_ok=True)
+    with _in_process:
+        try:
+            import fcntl
+        except ImportError:  # Windows: no advisory locks here; the server's grace period covers races
+            fcntl = None  # type: ignore[assignment]
+        fd = os.open(folder / ".credentials.lock", os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            if fcntl is not None:
+                fcntl.flock(fd, fcntl.LOCK_EX)
+            _held.depth = 1
+            try:
+                yield
+            finally:
+                _held.depth = 0
+                if fcntl is not None:
+                    fcntl.flock(fd, fcntl.LOCK_UN)
+        finally:
+            os.close(fd)
 
 
 def storage() -> str:
@@ -107,9 +153,10 @@ def save(profile: str, login: Login) -> str:
                 return "keyring"
         except Exception:
             pass
-    data = _read_file()
-    data[_key(profile, login.server)] = asdict(login)
-    _write_file(data)
+    with locked():
+        data = _read_file()
+        data[_key(profile, login.server)] = asdict(login)
+        _write_file(data)
     return "file"
 
 
@@ -143,8 +190,9 @@ def delete(profile: str, server: str) -> bool:
                 removed = True
         except Exception:
             pass
-    data = _read_file()
-    if data.pop(_key(profile, server), None) is not None:
-        _write_file(data)
-        removed = True
+    with locked():
+        data = _read_file()
+        if data.pop(_key(profile, server), None) is not None:
+            _write_file(data)
+            removed = True
     return removed

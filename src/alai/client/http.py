@@ -77,12 +77,22 @@ class Client:
 
         current = self.profile.login
         assert isinstance(current, credentials.Login)
-        try:
-            renewed = login.refresh(current, self._http)
-        except login.LoginError as error:
-            raise ClientError(str(error)) from None
-        # Saved before use: the old refresh token is already spent at the server.
-        credentials.save(self.profile.name, renewed)
+        with credentials.locked():
+            # Another process may have renewed it meanwhile: its refresh token is the
+            # live one now (ours is spent), and its access token may still be fresh.
+            stored = credentials.load(self.profile.name, current.server)
+            if stored is not None and stored.refresh_token != current.refresh_token and not stored.expires_within(30):
+                renewed = stored
+            else:
+                # Its own plain client: the token endpoint (maybe the IdP's host) must not
+                # receive our bearer token.
+                with httpx.Client(timeout=self.profile.timeout) as plain:
+                    try:
+                        renewed = login.refresh(stored or current, plain)
+                    except login.LoginError as error:
+                        raise ClientError(str(error)) from None
+                # Saved before use: the old refresh token is already spent at the server.
+                credentials.save(self.profile.name, renewed)
         self.profile.login = renewed
         self._http.headers["Authorization"] = f"Bearer {renewed.access_token}"
 

@@ -93,7 +93,10 @@ def code_from_redirect(flow: Flow, redirected_to: str) -> str:
         raise LoginError("the sign-in answer does not belong to this login (state mismatch); run `alai login` again")
     if "error" in query:
         raise LoginError(f"sign-in refused: {query.get('error_description') or query['error']}")
-    if "iss" in query and query["iss"] != flow.config.issuer:
+    # RFC 9207: the built-in issuer always names itself; an answer without it, or from
+    # another issuer, may be a mix-up attack.
+    if ("iss" in query or flow.discovery.get("authorization_response_iss_parameter_supported")) \
+            and query.get("iss") != flow.config.issuer:
         raise LoginError("the sign-in answer came from another issuer; run `alai login` again")
     if not query.get("code"):
         raise LoginError("the sign-in answer has no authorization code; run `alai login` again")
@@ -131,11 +134,19 @@ def _login_from(response: dict[str, Any], *, server: str, issuer: str, client_id
         server=server, issuer=issuer, client_id=client_id, token_endpoint=discovery["token_endpoint"],
         revocation_endpoint=discovery.get("revocation_endpoint"), access_token=access,
         refresh_token=response.get("refresh_token") or (previous.refresh_token if previous else None),
-        expires_at=time.time() + float(response.get("expires_in") or 300),
+        expires_at=time.time() + _seconds(response.get("expires_in")),
         subject=identity.get("oid") or identity.get("sub") or (previous.subject if previous else None),
         email=email or (previous.email if previous else None),
         name=identity.get("name") or (previous.name if previous else None),
     )
+
+
+def _seconds(value: Any) -> float:
+    try:
+        seconds = float(value)
+    except (TypeError, ValueError):
+        return 300.0  # unknown: assume short, renew early
+    return seconds if seconds > 0 else 300.0
 
 
 def _token_request(http: httpx.Client, endpoint: str, form: dict[str, str]) -> dict[str, Any]:

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Literal
 
 import platformdirs
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_PORT = 8420
@@ -82,6 +82,14 @@ class Settings(BaseSettings):
 
     # How often a replica records that it is alive (shown in /v1/status).
     instance_heartbeat_seconds: float = Field(default=15.0, gt=0)
+
+    @model_validator(mode="after")
+    def _external_oidc_needs_an_audience(self) -> Settings:
+        # Without an audience check any token of the tenant would do, including ID
+        # tokens issued to other applications: refuse to run like that.
+        if self.oidc_authority and not self.oidc_audience:
+            raise ValueError("ALAI_OIDC_AUDIENCE is required with ALAI_OIDC_AUTHORITY (the API app's id)")
+        return self
 
     @field_validator("modules")
     @classmethod

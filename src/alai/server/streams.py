@@ -39,9 +39,17 @@ def format_position(position: Position) -> str:
     return f"{position[0]}-{position[1]}"
 
 
+MAX_TX = 2**64 - 1
+MAX_ID = 2**63 - 1
+
+
 def parse_position_text(text: str) -> Position:
-    tx, _, row_id = text.strip().partition("-")
-    return int(tx), int(row_id)
+    """"<tx>-<id>" → (tx, id); ValueError unless both are in range (xid8, bigint)."""
+    tx_text, _, id_text = text.strip().partition("-")
+    tx, row_id = int(tx_text), int(id_text)
+    if not (0 <= tx <= MAX_TX and 0 <= row_id <= MAX_ID):
+        raise ValueError("position out of range")
+    return tx, row_id
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,8 @@ stream of forged kids cannot turn us into a JWKS hammer).
 Claim shapes handled:
 - Azure AD B2C (ver 1.0): `oid` (also in `sub`), `emails` (a list), `tfp` or `acr`
   naming the user flow / policy, `iss` = https://<tenant>.b2clogin.com/<tenant id>/v2.0/
-- Entra External ID / Entra ID (ver 2.0): `oid`, `tid`, `preferred_username`/`email`
+- Entra External ID / Entra ID (ver 2.0): `oid`, `tid`, `email` (configure it as an
+  optional claim; `preferred_username` is not trusted for access decisions)
 - plain OIDC (Keycloak …): `sub`, `email`
 """
 
@@ -140,7 +141,7 @@ class ExternalVerifier:
             claims = jwt.decode(
                 token, key, algorithms=self.algorithms, audience=self.settings.oidc_audience,
                 issuer=self.expected_issuer, leeway=LEEWAY_SECONDS,
-                options={"require": ["exp", "iss", "aud"], "verify_aud": self.settings.oidc_audience is not None},
+                options={"require": ["exp", "iss", "aud"]},
             )
         except jwt.InvalidTokenError as error:
             raise ExternalTokenInvalid(str(error)) from None
@@ -177,8 +178,9 @@ def _email_of(claims: dict[str, Any]) -> str | None:
     emails = claims.get("emails")
     if isinstance(emails, list) and emails and isinstance(emails[0], str):
         return emails[0].lower()
-    for key in ("email", "preferred_username", "upn"):
-        value = claims.get(key)
-        if isinstance(value, str) and "@" in value:
-            return value.lower()
+    # Only claims that carry an address the provider vouches for: preferred_username
+    # and upn can be set to anything in some tenants, so they never decide access.
+    value = claims.get("email")
+    if isinstance(value, str) and "@" in value:
+        return value.lower()
     return None

@@ -10,7 +10,7 @@ import structlog
 from fastapi import FastAPI
 
 from alai.server.background import periodic
-from alai.server.identity import authn, external, keys, service
+from alai.server.identity import authn, external, keys, service, throttle
 
 log = structlog.get_logger("alai.identity")
 
@@ -20,6 +20,9 @@ async def identity_lifespan(app: FastAPI) -> AsyncIterator[None]:
     settings = app.state.settings
     keyring = keys.KeyRing(longest_token_lifetime=timedelta(seconds=settings.access_token_ttl_seconds))
     app.state.keyring = keyring
+    # Failed sign-ins allowed in 5 minutes (per replica): 10 per username, 50 per address.
+    app.state.sign_in_failures_by_user = throttle.FailureLimiter(limit=10, window_seconds=300)
+    app.state.sign_in_failures_by_address = throttle.FailureLimiter(limit=50, window_seconds=300)
 
     async def load_keys() -> None:
         async with app.state.pool.connection(timeout=min(5.0, settings.db_connect_timeout)) as conn:

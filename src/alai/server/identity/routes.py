@@ -9,7 +9,7 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 
 from alai.server.deps import Connection, Principal, api_router, public, require_scope
-from alai.server.identity import external, oauth, pages, service
+from alai.server.identity import external, oauth, pages, service, throttle
 from alai.server.identity.service import OAuthError
 from alai.server.problems import ProblemError
 from alai.wire.identity import CLI_CLIENT_ID, ApiToken, ApiTokenCreate, ApiTokenCreated, LoginConfig, Me, User
@@ -108,10 +108,23 @@ def router_factory() -> APIRouter:
         if early is not None:
             return early
         username, password = str(form.get("username") or ""), str(form.get("password") or "")
+        by_user: throttle.FailureLimiter = request.app.state.sign_in_failures_by_user
+        by_address: throttle.FailureLimiter = request.app.state.sign_in_failures_by_address
+        checks = ((by_user, username.strip().lower()), (by_address, request.client.host if request.client else "?"))
+        waits = [wait for limiter, key in checks if (wait := limiter.retry_after(key)) is not None]
+        if waits:
+            response = _authorization_step(
+                params, f"Too many failed sign-ins; try again in {max(waits)} seconds.", username=username,
+                status=429)
+            response.headers["Retry-After"] = str(max(waits))
+            return response
         async with conn.transaction():
             user = await service.authenticate_password(conn, username=username, password=password)
             if user is None:
+                for limiter, key in checks:
+                    limiter.failed(key)
                 return _authorization_step(params, "Wrong username or password.", username=username, status=401)
+            by_user.succeeded(checks[0][1])
             code = await oauth.issue_code(conn, params=params, user=user)
         target = oauth.success_redirect(params["redirect_uri"], code, params["state"],
                                         request.app.state.settings.issuer)

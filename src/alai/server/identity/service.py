@@ -5,10 +5,12 @@ Functions take the connection keyword-only and never commit; callers own transac
 
 from __future__ import annotations
 
+import threading
 import uuid
 from datetime import datetime, timedelta
 from typing import Any
 
+import anyio.to_thread
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 from psycopg import AsyncConnection, errors
@@ -20,9 +22,28 @@ from alai.wire.identity import ADMIN_SCOPE, DEFAULT_USER_SCOPES, PROFILE_SCOPE, 
 _hasher = PasswordHasher()
 # Verifying against this keeps a wrong username as slow as a wrong password.
 _DUMMY_HASH = _hasher.hash("not a password of anyone")
+# Argon2 runs in worker threads (never on the event loop), at most this many at once:
+# each takes ~90 ms and 64 MiB.
+_HASHING_SLOTS = threading.BoundedSemaphore(4)
+
+
+def _verify(stored: str, password: str) -> bool:
+    with _HASHING_SLOTS:
+        try:
+            return _hasher.verify(stored, password)
+        except (VerificationError, InvalidHashError):
+            return False
+
+
+def _hash(password: str) -> str:
+    with _HASHING_SLOTS:
+        return _hasher.hash(password)
 
 USER_COLUMNS = ("id, username, email, display_name, scopes, external_issuer, disabled, created_at, "
                 "last_login_at, password_hash")
+# A refresh token presented again this soon after its rotation is taken for a race
+# between two processes of the same client, not for theft (Auth0's "reuse interval").
+REUSE_GRACE = timedelta(seconds=10)
 TOKEN_COLUMNS = "id, name, token_prefix, scopes, created_by, created_at, expires_at, revoked_at, last_used_at"
 
 
@@ -57,8 +78,8 @@ async def create_user(
             INSERT INTO identity_users (id, username, email, display_name, password_hash, scopes)
             VALUES (%s, %s, %s, %s, %s, %s) RETURNING {USER_COLUMNS}
             """,
-            (uuid.uuid4(), username, email, display_name, _hasher.hash(password) if password else None,
-             user_scopes(admin=admin)),
+            (uuid.uuid4(), username, email, display_name, await anyio.to_thread.run_sync(_hash, password)
+             if password else None, user_scopes(admin=admin)),
         )
     except errors.UniqueViolation:
         raise ProblemError(409, f"a user named {username!r} already exists", slug="user-exists") from None
@@ -83,15 +104,13 @@ async def authenticate_password(conn: AsyncConnection, *, username: str, passwor
     )
     row = await cursor.fetchone()
     stored = row["password_hash"] if row and row["password_hash"] else _DUMMY_HASH
-    try:
-        _hasher.verify(stored, password)
-    except (VerificationError, InvalidHashError):
+    if not await anyio.to_thread.run_sync(_verify, stored, password):
         return None
     if row is None or row["disabled"] or not row["password_hash"]:
         return None
     if _hasher.check_needs_rehash(stored):
         await conn.execute("UPDATE identity_users SET password_hash = %s WHERE id = %s",
-                           (_hasher.hash(password), row["id"]))
+                           (await anyio.to_thread.run_sync(_hash, password), row["id"]))
     await conn.execute("UPDATE identity_users SET last_login_at = now() WHERE id = %s", (row["id"],))
     return _user(row)
 
@@ -106,10 +125,12 @@ async def upsert_external_user(
     """
     cursor = await conn.execute(
         f"""
-        UPDATE identity_users SET email = %s, display_name = %s, last_login_at = now()
+        UPDATE identity_users SET email = %s, display_name = %s, scopes = %s, last_login_at = now()
         WHERE external_issuer = %s AND external_subject = %s RETURNING {USER_COLUMNS}
         """,
-        (email, name, issuer, subject),
+        # Scopes follow the configuration on every sign-in: removing someone from
+        # ALAI_OIDC_ADMIN_EMAILS takes their admin scope away.
+        (email, name, user_scopes(admin=admin), issuer, subject),
     )
     row = await cursor.fetchone()
     if row:
@@ -261,14 +282,19 @@ async def issue_refresh_token(
 async def rotate_refresh_token(conn: AsyncConnection, *, token: str, client_id: str) -> dict[str, Any]:
     """Consumes a refresh token. Presenting a consumed one revokes its whole family."""
     cursor = await conn.execute(
-        "SELECT *, expires_at < now() AS expired FROM identity_refresh_tokens WHERE token_hash = %s FOR UPDATE",
-        (credentials.digest(token),),
+        "SELECT *, expires_at < now() AS expired, used_at > now() - %s AS just_used "
+        "FROM identity_refresh_tokens WHERE token_hash = %s FOR UPDATE",
+        (REUSE_GRACE, credentials.digest(token)),
     )
     row = await cursor.fetchone()
     if row is None:
         raise OAuthError("invalid_grant", "unknown refresh token; run `alai login`")
     if row["revoked_at"] is not None:
         raise OAuthError("invalid_grant", "refresh token revoked; run `alai login`")
+    if row["used_at"] is not None and row["just_used"] and row["client_id"] == client_id and not row["expired"]:
+        # Two requests of one client racing with the same token (two CLI processes):
+        # within a few seconds it is a race, not theft; the family goes on.
+        return row
     if row["used_at"] is not None:
         await revoke_family(conn, family_id=row["family_id"])
         raise OAuthError("invalid_grant", "refresh token reuse detected; the session is revoked: run `alai login`")

@@ -8,12 +8,10 @@ from alai.server.modules import Module
 
 
 def _router():
+    from alai.server.mc import import_routes
+
     router = routes.router_factory()
-    try:
-        from alai.server.mc import import_routes
-    except ImportError:  # the importer's routes are optional while it is being built
-        return router
-    router.include_router(import_routes.router_factory())
+    import_routes.add_routes(router)
     return router
 
 

@@ -110,10 +110,17 @@ def decode_cursor(cursor: str, sort: str) -> tuple[Any, str]:
         data = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
         if data["s"] != sort:
             raise ValueError("sort changed")
-        value = data["v"]
-        if sort.lstrip("-") in ("updated_at", "created_at"):
+        value, last_id = data["v"], data["i"]
+        if not isinstance(last_id, str):
+            raise TypeError("id")
+        field = sort.lstrip("-")
+        if field in ("updated_at", "created_at"):
             value = datetime.fromisoformat(value)
-        return value, str(data["i"])
+            if value.tzinfo is None:
+                raise ValueError("naive timestamp")
+        elif field == "priority" and not (isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= 4):
+            raise ValueError("priority")
+        return value, last_id
     except (ValueError, KeyError, TypeError) as error:
         raise ProblemError(400, "the cursor is not valid for this listing; start again without it",
                            slug="bad-cursor") from error

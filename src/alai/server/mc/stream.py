@@ -103,9 +103,10 @@ async def parse_position(conn: AsyncConnection, value: str | None) -> Position |
     text = value.strip()
     try:
         if "-" in text:
-            tx, _, event_id = text.partition("-")
-            return int(tx), int(event_id)
+            return streams.parse_position_text(text)
         event_id = int(text)
+        if event_id > streams.MAX_ID:
+            raise ValueError("out of range")
     except ValueError:
         raise BadPosition(f"{value!r} is not an event position or id") from None
     if event_id <= 0:
