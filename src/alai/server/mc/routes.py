@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 from datetime import datetime
 from typing import Annotated, Literal
 
 from fastapi import Depends, Header, Query, Request, WebSocket, WebSocketDisconnect
 from fastapi.responses import JSONResponse, StreamingResponse
 
-from alai.server import idempotency, streams
+from alai.server import idempotency
 from alai.server.deps import Connection, Principal, api_router, authenticate_websocket, require_scope
 from alai.server.mc import service, stream
 from alai.server.mc.service import TaskFilter, Workflow
@@ -209,22 +208,16 @@ def router_factory():
         async def body():
             loop = asyncio.get_running_loop()
             last_sent = loop.time()
-            position = f"{start[0]}-{start[1]}"
-            yield f": connected\nid: {position}\n\n"
-            try:
-                async for event in stream.follow(request.app, after=start, where=where):
-                    if request.app.state.draining or await request.is_disconnected():
-                        return
-                    if event is not None:
-                        position = event.position
-                        yield f"id: {position}\nevent: {event.kind}\ndata: {event.model_dump_json()}\n\n"
-                        last_sent = loop.time()
-                    elif loop.time() - last_sent > KEEPALIVE_SECONDS:
-                        yield ": keepalive\n\n"
-                        last_sent = loop.time()
-            except streams.Overflow:
-                # Too far behind: say where to resume (Last-Event-ID does it) and hang up.
-                yield f"event: overflow\ndata: {json.dumps({'resume_from': position})}\n\n"
+            yield f": connected\nid: {start[0]}-{start[1]}\n\n"
+            async for event in stream.follow(request.app, after=start, where=where):
+                if request.app.state.draining or await request.is_disconnected():
+                    return
+                if event is not None:
+                    yield f"id: {event.position}\nevent: {event.kind}\ndata: {event.model_dump_json()}\n\n"
+                    last_sent = loop.time()
+                elif loop.time() - last_sent > KEEPALIVE_SECONDS:
+                    yield ": keepalive\n\n"
+                    last_sent = loop.time()
 
         return StreamingResponse(body(), media_type="text/event-stream",
                                  headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})
@@ -252,7 +245,6 @@ def router_factory():
                     await websocket.receive_text()
 
         closer = asyncio.create_task(watch_disconnect())
-        position = f"{start[0]}-{start[1]}"
         try:
             async for event in stream.follow(websocket.app, after=start, where=where):
                 if closer.done():
@@ -262,10 +254,6 @@ def router_factory():
                     return
                 if event is not None:
                     await websocket.send_text(event.model_dump_json())
-                    position = event.position
-        except streams.Overflow:
-            await websocket.send_text(json.dumps({"overflow": True, "resume_from": position}))
-            await websocket.close(code=1013, reason="too far behind; reconnect with ?after=<resume_from>")
         except (WebSocketDisconnect, RuntimeError):
             return
         finally:

@@ -1,8 +1,9 @@
 """The live stream of Mission Control changes, gapless and resumable, across replicas.
 
-Rows of mc_events are the truth; NOTIFY only wakes readers. Each replica runs one
-`alai.server.streams.Hub` over mc_events: one LISTEN connection, one reader, a fan-out
-to every subscriber's bounded queue (see that module).
+Rows of mc_events are the truth; NOTIFY only wakes readers. Each replica keeps one
+LISTEN connection (re-established after a loss) and a wake-up signal that readers
+wait on, with a 1 s poll as the safety net for lost notifications and for events
+held back by a transaction still running elsewhere.
 
 Gaplessness: neither sequence ids nor transaction ids follow commit order, so a
 reader that delivered an event could later see another one "before" it commit. The
@@ -19,23 +20,23 @@ until it ends.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
+import psycopg
 import structlog
 from fastapi import FastAPI
 from psycopg import AsyncConnection
 
-from alai.server import streams
 from alai.server.mc.service import NOTIFY_CHANNEL
 from alai.wire.mc import Event
 
 log = structlog.get_logger("alai.mc.stream")
 POLL_SECONDS = 1.0
 BATCH = 500
-SUBSCRIBER_BUFFER = 1000
 
 VISIBLE_EVENTS = """
 SELECT id, tx::text AS tx, kind, task_id, actor, created_at AS at, payload
@@ -44,8 +45,9 @@ WHERE (tx, id) > (%s::xid8, %s) AND tx < pg_snapshot_xmin(pg_current_snapshot())
 ORDER BY tx, id
 LIMIT %s
 """
-Position = streams.Position
-START = streams.START
+Position = tuple[int, int]
+START: Position = (0, 0)
+MAX_TX, MAX_ID = 2**64 - 1, 2**63 - 1  # xid8 and bigint
 
 
 @dataclass(frozen=True)
@@ -103,9 +105,13 @@ async def parse_position(conn: AsyncConnection, value: str | None) -> Position |
     text = value.strip()
     try:
         if "-" in text:
-            return streams.parse_position_text(text)
+            tx_text, _, id_text = text.partition("-")
+            tx, event_id = int(tx_text), int(id_text)
+            if not (0 <= tx <= MAX_TX and 0 <= event_id <= MAX_ID):
+                raise ValueError("out of range")
+            return tx, event_id
         event_id = int(text)
-        if event_id > streams.MAX_ID:
+        if event_id > MAX_ID:
             raise ValueError("out of range")
     except ValueError:
         raise BadPosition(f"{value!r} is not an event position or id") from None
@@ -117,30 +123,72 @@ async def parse_position(conn: AsyncConnection, value: str | None) -> Position |
     return int(row["tx"]), event_id
 
 
-def _source() -> streams.Source[Event]:
-    async def fetch(conn: AsyncConnection, after: Position, limit: int) -> list[Event]:
-        return await visible_events(conn, after=after, limit=limit)
+class Wakeup:
+    """A generation counter readers wait on; bumped by NOTIFY and by the poll timer."""
 
-    return streams.Source(name="mc", channel=NOTIFY_CHANNEL, fetch=fetch, position_of=position_of,
-                          current=current_position)
+    def __init__(self) -> None:
+        self._condition = asyncio.Condition()
+        self.generation = 0
+
+    async def bump(self) -> None:
+        async with self._condition:
+            self.generation += 1
+            self._condition.notify_all()
+
+    async def wait(self, seen: int, timeout: float) -> int:
+        async with self._condition:
+            if self.generation == seen:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._condition.wait(), timeout)
+            return self.generation
+
+
+async def _listen_forever(app: FastAPI, wakeup: Wakeup) -> None:
+    conninfo = app.state.settings.database_url.get_secret_value()
+    while True:
+        try:
+            async with await psycopg.AsyncConnection.connect(conninfo, autocommit=True) as conn:
+                await conn.execute(f"LISTEN {NOTIFY_CHANNEL}")
+                await wakeup.bump()  # anything committed while we were away
+                async for _ in conn.notifies():
+                    await wakeup.bump()
+        except asyncio.CancelledError:
+            raise
+        except Exception as error:  # database restart: listen again shortly
+            log.warning("mc stream listener lost its connection", error=str(error).splitlines()[0] if str(error) else "")
+            await asyncio.sleep(1.0)
 
 
 @contextlib.asynccontextmanager
 async def stream_lifespan(app: FastAPI) -> AsyncIterator[None]:
-    hub: streams.Hub[Event] = streams.Hub(
-        source=_source(), pool=app.state.pool, conninfo=app.state.settings.database_url.get_secret_value(),
-        buffer=SUBSCRIBER_BUFFER, batch=BATCH, poll_seconds=POLL_SECONDS,
-    )
-    await hub.start()
-    app.state.mc_hub = hub
+    wakeup = Wakeup()
+    app.state.mc_wakeup = wakeup
+    listener = asyncio.create_task(_listen_forever(app, wakeup), name="mc-listen")
     try:
         yield
     finally:
-        await hub.stop()
+        listener.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await asyncio.wait_for(listener, 5)
 
 
 async def follow(app: FastAPI, *, after: Position | None, where: EventFilter) -> AsyncIterator[Event | None]:
-    """Events after `after` (None: from now), forever; None as a keep-alive tick.
-    Raises streams.Overflow when the client cannot keep up."""
-    async for event in app.state.mc_hub.subscribe(after=after, accepts=where.matches):
-        yield event
+    """Events after `after` (None: from now), forever. Yields None as a keep-alive tick."""
+    wakeup: Wakeup = app.state.mc_wakeup
+    pool = app.state.pool
+    if after is None:
+        async with pool.connection() as conn:
+            after = await current_position(conn)
+    while True:
+        # Taken before the query: a wake-up that lands while we read is not lost.
+        generation = wakeup.generation
+        async with pool.connection() as conn:
+            batch = await visible_events(conn, after=after)
+        for event in batch:
+            after = position_of(event)
+            if where.matches(event):
+                yield event
+        if len(batch) == BATCH:
+            continue  # more is waiting; no need to sleep
+        await wakeup.wait(generation, POLL_SECONDS)
+        yield None
