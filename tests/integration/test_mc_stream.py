@@ -28,3 +28,18 @@ async def test_out_of_order_commits_are_delivered_in_order_without_gaps(app, cli
     positions = [stream.position_of(event) for event in delivered]
     assert positions == sorted(positions)
     assert delivered[1].kind == "created" and delivered[1].task.title == "commits first"
+
+
+async def test_positions_sort_by_transaction_number_not_by_its_text(app, database_url):
+    """xids 9 and 10 sort 10 < 9 as text: the order must be numeric (a bug that showed
+    only when transaction ids crossed 999 → 1000 under the two-replica test)."""
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        conn.execute("INSERT INTO mc_events (tx, task_id, kind, actor, payload) "
+                     "VALUES ('10'::xid8, 'MC-ten', 'updated', 't', '{}'), ('9'::xid8, 'MC-nine', 'updated', 't', '{}')")
+    async with app.state.pool.connection() as conn:
+        first = await stream.visible_events(conn, after=stream.START, limit=2)
+        assert [e.task_id for e in first] == ["MC-nine", "MC-ten"]
+        resumed = await stream.visible_events(conn, after=stream.position_of(first[0]), limit=1)
+        assert [e.task_id for e in resumed] == ["MC-ten"]
+        now = await stream.current_position(conn)
+    assert now[0] >= 10 and now != (10, first[1].id)  # the newest event, by number

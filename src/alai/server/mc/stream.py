@@ -42,7 +42,7 @@ VISIBLE_EVENTS = """
 SELECT id, tx::text AS tx, kind, task_id, actor, created_at AS at, payload
 FROM mc_events
 WHERE (tx, id) > (%s::xid8, %s) AND tx < pg_snapshot_xmin(pg_current_snapshot())
-ORDER BY tx, id
+ORDER BY mc_events.tx, mc_events.id  -- the xid8 column, not the text alias: "1001" < "999" as text
 LIMIT %s
 """
 Position = tuple[int, int]
@@ -90,7 +90,7 @@ async def current_position(conn: AsyncConnection) -> Position:
     """The position of "now": after every event that is final."""
     row = await (await conn.execute(
         "SELECT tx::text AS tx, id FROM mc_events WHERE tx < pg_snapshot_xmin(pg_current_snapshot()) "
-        "ORDER BY tx DESC, id DESC LIMIT 1")).fetchone()
+        "ORDER BY mc_events.tx DESC, mc_events.id DESC LIMIT 1")).fetchone()
     return (int(row["tx"]), int(row["id"])) if row else START
 
 
