@@ -1,0 +1,50 @@
+"""The HiveMind stream hub, its coalescing notifier, and retention pruning."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+
+from fastapi import FastAPI
+
+from alai.server import idempotency, streams
+from alai.server.background import periodic
+from alai.server.hive import service
+from alai.wire.hive import Message
+
+BATCH = 1000
+SUBSCRIBER_BUFFER = 5000
+
+
+def source() -> streams.Source[Message]:
+    async def fetch(conn, after: streams.Position, limit: int) -> list[Message]:
+        return await service.visible_messages(conn, after=after, limit=limit)
+
+    return streams.Source(name="hive", channel=service.NOTIFY_CHANNEL, fetch=fetch,
+                          position_of=service.position_of, current=service.current_position)
+
+
+@contextlib.asynccontextmanager
+async def hive_lifespan(app: FastAPI) -> AsyncIterator[None]:
+    conninfo = app.state.settings.database_url.get_secret_value()
+    hub: streams.Hub[Message] = streams.Hub(source=source(), pool=app.state.pool, conninfo=conninfo,
+                                            buffer=SUBSCRIBER_BUFFER, batch=BATCH, poll_seconds=1.0)
+    notifier = streams.Notifier(channel=service.NOTIFY_CHANNEL, conninfo=conninfo, local=hub)
+    await hub.start()
+    await notifier.start()
+    app.state.hive_hub, app.state.hive_notifier = hub, notifier
+
+    async def prune() -> None:
+        for _ in range(100):  # a bounded amount of work per tick
+            async with app.state.pool.connection(timeout=5) as conn:
+                if await service.prune(conn) == 0:
+                    break
+        async with app.state.pool.connection(timeout=5) as conn:
+            await idempotency.prune(conn, table="hive_idempotency")
+
+    try:
+        async with periodic("hive-retention", 60, prune):
+            yield
+    finally:
+        await notifier.stop()
+        await hub.stop()

@@ -1,0 +1,276 @@
+"""HiveMind topics, messages and shared memory (SQL lives here).
+
+Publishing locks the topic's row first (the upsert that counts the messages): that is
+what gives a transaction its id, so messages of one topic are ordered by position in
+the order their transactions committed — the order subscribers receive them.
+Functions take `conn` keyword-only and never commit.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from datetime import datetime, timedelta
+from typing import Any
+
+from psycopg import AsyncConnection
+from psycopg.types.json import Jsonb
+
+from alai.server import streams
+from alai.server.problems import ProblemError
+from alai.wire.hive import (
+    PAYLOAD_MAX_BYTES,
+    TOPIC_MAX,
+    TOPIC_PATTERN,
+    MemoryEntry,
+    Message,
+    MessageIn,
+    MessagePage,
+    Published,
+    Topic,
+    TopicSettings,
+)
+
+NOTIFY_CHANNEL = "alai_hive"
+MESSAGE_COLUMNS = "id, tx::text AS tx, topic, sender, key, headers, content_type, payload, created_at"
+TOPIC_COLUMNS = ("name, description, extract(epoch FROM retention_max_age)::bigint AS retention_max_age_seconds, "
+                 "retention_max_count, message_count, last_message_at, created_at, created_by")
+_TOPIC = re.compile(TOPIC_PATTERN)
+_SEGMENT = re.compile(r"^[A-Za-z0-9_-]+$")
+MEMORY_TOPIC_PREFIX = "hive.memory."
+
+
+def check_topic(name: str) -> str:
+    if len(name) > TOPIC_MAX or not _TOPIC.match(name):
+        raise ProblemError(422, f"{name!r} is not a topic name: dotted segments of letters, digits, _ and - "
+                                "(agents.status)", slug="bad-topic")
+    return name
+
+
+def compile_pattern(pattern: str) -> re.Pattern[str]:
+    """`agents.*` (one segment), `tenders.>` (one or more trailing segments), or a topic."""
+    segments = pattern.split(".") if pattern else []
+    if not segments or len(pattern) > TOPIC_MAX:
+        raise ProblemError(422, "a subscription needs a topic or a pattern such as agents.* or tenders.>",
+                           slug="bad-pattern")
+    parts = []
+    for index, segment in enumerate(segments):
+        if segment == "*":
+            parts.append(r"[A-Za-z0-9_-]+")
+        elif segment == ">" and index == len(segments) - 1:
+            parts.append(r"[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*")
+        elif _SEGMENT.match(segment):
+            parts.append(re.escape(segment))
+        else:
+            raise ProblemError(422, f"{pattern!r} is not a pattern: segments are names, `*` (one segment) or a "
+                                    "final `>` (the rest)", slug="bad-pattern")
+    return re.compile("^" + r"\.".join(parts) + "$")
+
+
+def _message(row: dict[str, Any]) -> Message:
+    return Message(position=f"{row['tx']}-{row['id']}", **{k: v for k, v in row.items() if k != "tx"})
+
+
+def position_of(message: Message) -> streams.Position:
+    return streams.parse_position_text(message.position)
+
+
+def _payload(message: MessageIn) -> tuple[str, Any]:
+    content_type, payload = ("json", message.json_) if "json_" in message.model_fields_set else ("text", message.text)
+    size = len(json.dumps(payload, ensure_ascii=False).encode())
+    if size > PAYLOAD_MAX_BYTES:
+        raise ProblemError(413, f"a message may hold at most {PAYLOAD_MAX_BYTES // 1024} KiB; this one has "
+                                f"{size // 1024} KiB", slug="payload-too-large")
+    return content_type, payload
+
+
+async def publish(conn: AsyncConnection, *, topic: str, messages: list[MessageIn], sender: str) -> Published:
+    check_topic(topic)
+    rows = [(*_payload(message), message.key, Jsonb(message.headers)) for message in messages]
+    await conn.execute(
+        """
+        INSERT INTO hive_topics (name, created_by, message_count, last_message_at) VALUES (%s, %s, %s, now())
+        ON CONFLICT (name) DO UPDATE
+            SET message_count = hive_topics.message_count + EXCLUDED.message_count, last_message_at = now()
+        """,
+        (topic, sender, len(rows)),
+    )
+    cursor = await conn.execute(
+        """
+        INSERT INTO hive_messages (topic, sender, content_type, payload, key, headers)
+        SELECT %s, %s, t.content_type, t.payload, t.key, t.headers
+        FROM unnest(%s::text[], %s::jsonb[], %s::text[], %s::jsonb[]) WITH ORDINALITY
+             AS t(content_type, payload, key, headers, n)
+        ORDER BY t.n
+        RETURNING id, tx::text AS tx
+        """,
+        (topic, sender, [r[0] for r in rows], [Jsonb(r[1]) for r in rows], [r[2] for r in rows],
+         [r[3] for r in rows]),
+    )
+    stored = sorted(await cursor.fetchall(), key=lambda row: row["id"])
+    return Published(topic=topic, ids=[row["id"] for row in stored],
+                     positions=[f"{row['tx']}-{row['id']}" for row in stored])
+
+
+async def visible_messages(conn: AsyncConnection, *, after: streams.Position, limit: int) -> list[Message]:
+    rows = await streams.final_rows(conn, table="hive_messages", columns=MESSAGE_COLUMNS, after=after, limit=limit)
+    return [_message(row) for row in rows]
+
+
+async def current_position(conn: AsyncConnection) -> streams.Position:
+    return await streams.current_position_of(conn, "hive_messages")
+
+
+async def position_of_id(conn: AsyncConnection, *, message_id: int) -> streams.Position:
+    if message_id <= 0:
+        return streams.START
+    row = await (await conn.execute("SELECT tx::text AS tx FROM hive_messages WHERE id = %s",
+                                    (message_id,))).fetchone()
+    if row is None:
+        raise ProblemError(400, f"there is no message {message_id} (pruned, or never existed); "
+                                "resume from a position the stream sent, or from now", slug="bad-resume-id")
+    return int(row["tx"]), message_id
+
+
+async def history(conn: AsyncConnection, *, topic: str, after_id: int | None, since: datetime | None, limit: int,
+                  newest_first: bool) -> MessagePage:
+    check_topic(topic)
+    clauses, params = ["topic = %s"], [topic]
+    if after_id is not None:
+        clauses.append("id < %s" if newest_first else "id > %s")
+        params.append(after_id)
+    if since is not None:
+        clauses.append("created_at >= %s")
+        params.append(since)
+    order = "DESC" if newest_first else "ASC"
+    rows = await (await conn.execute(
+        f"SELECT {MESSAGE_COLUMNS} FROM hive_messages WHERE {' AND '.join(clauses)} ORDER BY id {order} LIMIT %s",
+        [*params, limit + 1])).fetchall()
+    items = [_message(row) for row in rows[:limit]]
+    return MessagePage(items=items, next_after_id=items[-1].id if len(rows) > limit else None)
+
+
+# -- topics ---------------------------------------------------------------------------
+
+
+async def list_topics(conn: AsyncConnection) -> list[Topic]:
+    rows = await (await conn.execute(f"SELECT {TOPIC_COLUMNS} FROM hive_topics ORDER BY name")).fetchall()
+    return [Topic(**row) for row in rows]
+
+
+async def get_topic(conn: AsyncConnection, *, name: str) -> Topic:
+    check_topic(name)
+    row = await (await conn.execute(f"SELECT {TOPIC_COLUMNS} FROM hive_topics WHERE name = %s", (name,))).fetchone()
+    if row is None:
+        raise ProblemError(404, f"no topic {name}", slug="topic-not-found")
+    return Topic(**row)
+
+
+async def put_topic(conn: AsyncConnection, *, name: str, settings: TopicSettings, actor: str) -> Topic:
+    check_topic(name)
+    age = timedelta(seconds=settings.retention_max_age_seconds) if settings.retention_max_age_seconds else None
+    await conn.execute(
+        """
+        INSERT INTO hive_topics (name, description, retention_max_age, retention_max_count, created_by)
+        VALUES (%s, %s, %s, %s, %s)
+        ON CONFLICT (name) DO UPDATE SET description = EXCLUDED.description,
+            retention_max_age = EXCLUDED.retention_max_age, retention_max_count = EXCLUDED.retention_max_count
+        """, (name, settings.description, age, settings.retention_max_count, actor))
+    return await get_topic(conn, name=name)
+
+
+async def prune(conn: AsyncConnection, *, batch: int = 5000) -> int:
+    """Deletes one batch of messages past their topic's retention; returns how many.
+    Small batches in short transactions: no long locks."""
+    deleted = await (await conn.execute(
+        """
+        WITH expired AS (
+            SELECT m.id, m.topic FROM hive_messages m JOIN hive_topics t ON t.name = m.topic
+            WHERE t.retention_max_age IS NOT NULL AND m.created_at < now() - t.retention_max_age
+            UNION
+            SELECT m.id, m.topic FROM hive_topics t
+            CROSS JOIN LATERAL (
+                SELECT id, topic FROM hive_messages WHERE topic = t.name ORDER BY id DESC
+                OFFSET t.retention_max_count LIMIT %s) m
+            WHERE t.retention_max_count IS NOT NULL
+            LIMIT %s
+        ), gone AS (
+            DELETE FROM hive_messages WHERE id IN (SELECT id FROM expired) RETURNING topic
+        ), counted AS (
+            SELECT topic, count(*) AS n FROM gone GROUP BY topic
+        )
+        UPDATE hive_topics t SET message_count = greatest(0, t.message_count - c.n)
+        FROM counted c WHERE t.name = c.topic
+        RETURNING c.n
+        """, (batch, batch))).fetchall()
+    return sum(row["n"] for row in deleted)
+
+
+# -- shared memory ------------------------------------------------------------------------
+
+
+def _check_memory_name(value: str, what: str) -> str:
+    if not value or len(value) > 200 or not _SEGMENT.match(value.replace(".", "_").replace("/", "_")
+                                                          .replace(":", "_")):
+        raise ProblemError(422, f"{what} {value!r} must be 1-200 letters, digits, _ - . / :", slug="bad-name")
+    return value
+
+
+async def memory_get(conn: AsyncConnection, *, namespace: str, key: str) -> MemoryEntry:
+    row = await (await conn.execute(
+        "SELECT * FROM hive_memory WHERE namespace = %s AND key = %s", (namespace, key))).fetchone()
+    if row is None:
+        raise ProblemError(404, f"no memory {namespace}/{key}", slug="memory-not-found")
+    return MemoryEntry(**row)
+
+
+async def memory_list(conn: AsyncConnection, *, namespace: str, prefix: str, limit: int) -> list[MemoryEntry]:
+    rows = await (await conn.execute(
+        "SELECT * FROM hive_memory WHERE namespace = %s AND starts_with(key, %s) ORDER BY key LIMIT %s",
+        (namespace, prefix, limit))).fetchall()
+    return [MemoryEntry(**row) for row in rows]
+
+
+async def memory_put(conn: AsyncConnection, *, namespace: str, key: str, value: Any, actor: str,
+                     if_match: int | None, if_none_match: bool) -> tuple[MemoryEntry, bool]:
+    """Sets a value (412 on a stale If-Match); returns (entry, created). Publishes the change."""
+    _check_memory_name(namespace, "namespace")
+    _check_memory_name(key, "key")
+    if len(json.dumps(value).encode()) > PAYLOAD_MAX_BYTES:
+        raise ProblemError(413, f"a memory value may hold at most {PAYLOAD_MAX_BYTES // 1024} KiB",
+                           slug="payload-too-large")
+    current = await (await conn.execute(
+        "SELECT version FROM hive_memory WHERE namespace = %s AND key = %s FOR UPDATE", (namespace, key))).fetchone()
+    if current is not None and if_none_match:
+        raise ProblemError(412, f"{namespace}/{key} exists already (If-None-Match: *)", slug="version-mismatch")
+    if if_match is not None and (current is None or current["version"] != if_match):
+        raise ProblemError(412, f"{namespace}/{key} is at version {current['version'] if current else 'none'}, "
+                                f"not {if_match}; read it again", slug="version-mismatch",
+                           current_version=current["version"] if current else None)
+    row = await (await conn.execute(
+        """
+        INSERT INTO hive_memory (namespace, key, value, updated_by) VALUES (%s, %s, %s, %s)
+        ON CONFLICT (namespace, key) DO UPDATE SET value = EXCLUDED.value, version = hive_memory.version + 1,
+            updated_at = now(), updated_by = EXCLUDED.updated_by
+        RETURNING *
+        """, (namespace, key, Jsonb(value), actor))).fetchone()
+    entry = MemoryEntry(**row)
+    await _memory_event(conn, entry=entry, change="set", actor=actor)
+    return entry, current is None
+
+
+async def memory_delete(conn: AsyncConnection, *, namespace: str, key: str, actor: str,
+                        if_match: int | None) -> None:
+    entry = await memory_get(conn, namespace=namespace, key=key)
+    if if_match is not None and entry.version != if_match:
+        raise ProblemError(412, f"{namespace}/{key} is at version {entry.version}, not {if_match}",
+                           slug="version-mismatch", current_version=entry.version)
+    await conn.execute("DELETE FROM hive_memory WHERE namespace = %s AND key = %s", (namespace, key))
+    await _memory_event(conn, entry=entry, change="deleted", actor=actor)
+
+
+async def _memory_event(conn: AsyncConnection, *, entry: MemoryEntry, change: str, actor: str) -> None:
+    topic = MEMORY_TOPIC_PREFIX + re.sub(r"[^A-Za-z0-9_-]", "_", entry.namespace)
+    event = MessageIn(json={"change": change, "namespace": entry.namespace, "key": entry.key,
+                            "version": entry.version, "value": entry.value if change == "set" else None})
+    await publish(conn, topic=topic, messages=[event], sender=actor)

@@ -1,0 +1,285 @@
+"""Live, gapless, resumable streams out of a PostgreSQL table, shared by the modules.
+
+A stream is a table of rows carrying a position (tx xid8, id): the writing
+transaction's id and the row's id. Readers take rows in position order, and only
+rows whose transaction is older than every transaction still running
+(`tx < pg_snapshot_xmin(pg_current_snapshot())`): every transaction below that
+horizon has ended, so nothing new can ever appear below a position already
+delivered — whatever order writers commit in, on whichever replica.
+
+The horizon is read in a statement of its own, before the statement that reads the
+rows: whatever snapshot the reading statement uses, a horizon taken earlier is at or
+below what it can see. Rows are ordered by the table's xid8 column — never by a
+`tx::text` alias, which sorts "1001" before "999" (the bug behind the reordering
+first blamed on the hub).
+
+Per replica, one Hub per stream: a LISTEN connection (re-established after a loss)
+sets a dirty flag; one pump reads what is new once per wake-up (NOTIFY is only a
+wake-up, and many wake-ups fold into one read; a poll every second covers lost
+ones) and fans it out to the subscribers' bounded queues. A subscriber resuming from
+an older position catches up from the table first, then joins the live fan-out with
+nothing missed or repeated. A subscriber whose queue overflows is cut off (told
+where to resume) instead of slowing anyone down.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any, Generic, TypeVar
+
+import psycopg
+import structlog
+from psycopg import AsyncConnection
+from psycopg_pool import AsyncConnectionPool
+
+log = structlog.get_logger("alai.streams")
+Position = tuple[int, int]
+START: Position = (0, 0)
+T = TypeVar("T")
+
+
+def format_position(position: Position) -> str:
+    return f"{position[0]}-{position[1]}"
+
+
+MAX_TX = 2**64 - 1
+MAX_ID = 2**63 - 1
+
+
+def parse_position_text(text: str) -> Position:
+    """"<tx>-<id>" → (tx, id); ValueError unless both are in range (xid8, bigint)."""
+    tx_text, _, id_text = text.strip().partition("-")
+    tx, row_id = int(tx_text), int(id_text)
+    if not (0 <= tx <= MAX_TX and 0 <= row_id <= MAX_ID):
+        raise ValueError("position out of range")
+    return tx, row_id
+
+
+@dataclass(frozen=True)
+class Source(Generic[T]):
+    """How to read one stream table."""
+
+    name: str
+    channel: str  # the NOTIFY channel writers signal
+    # Rows after a position, in position order, only those below the xmin horizon.
+    fetch: Callable[[AsyncConnection, Position, int], Awaitable[list[T]]]
+    position_of: Callable[[T], Position]
+    # The position of "now" (after every final row).
+    current: Callable[[AsyncConnection], Awaitable[Position]]
+
+
+class Overflow(Exception):
+    """The subscriber fell too far behind; it resumes from the last position it got."""
+
+
+@dataclass(eq=False)
+class _Subscription(Generic[T]):
+    accepts: Callable[[T], bool]
+    queue: asyncio.Queue
+    overflowed: bool = False
+    skip_through: Position = START  # live items at or below this were delivered by the catch-up
+
+
+@dataclass(eq=False)
+class Hub(Generic[T]):
+    source: Source[T]
+    pool: AsyncConnectionPool
+    conninfo: str
+    buffer: int = 1000
+    batch: int = 500
+    poll_seconds: float = 1.0
+    # None until the hub has learnt where "now" is (the database may be away at start).
+    position: Position | None = None
+    _subscriptions: set[_Subscription[T]] = field(default_factory=set)
+    _dirty: asyncio.Event = field(default_factory=asyncio.Event)
+    _tasks: list[asyncio.Task] = field(default_factory=list)
+
+    async def start(self) -> None:
+        with contextlib.suppress(Exception):
+            async with self.pool.connection(timeout=5) as conn:
+                self.position = await self.source.current(conn)
+        self._tasks = [asyncio.create_task(self._listen(), name=f"{self.source.name}-listen"),
+                       asyncio.create_task(self._pump(), name=f"{self.source.name}-pump")]
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await asyncio.wait_for(task, 5)
+
+    @property
+    def subscribers(self) -> int:
+        return len(self._subscriptions)
+
+    async def _listen(self) -> None:
+        while True:
+            try:
+                async with await psycopg.AsyncConnection.connect(self.conninfo, autocommit=True) as conn:
+                    await conn.execute(f"LISTEN {self.source.channel}")
+                    self._dirty.set()  # whatever committed while we were not listening
+                    async for _ in conn.notifies():
+                        self._dirty.set()
+            except asyncio.CancelledError:
+                raise
+            except Exception as error:  # a database restart: listen again shortly
+                log.warning("stream listener lost its connection", stream=self.source.name,
+                            error=str(error).splitlines()[0] if str(error) else repr(error))
+                await asyncio.sleep(1.0)
+
+    async def _pump(self) -> None:
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._dirty.wait(), self.poll_seconds)
+            self._dirty.clear()
+            try:
+                while True:
+                    async with self.pool.connection(timeout=5) as conn:
+                        if self.position is None:
+                            self.position = await self.source.current(conn)
+                        rows = await self.source.fetch(conn, self.position, self.batch)
+                    self._fan_out(rows)
+                    if len(rows) < self.batch:
+                        break
+            except asyncio.CancelledError:
+                raise
+            except Exception as error:
+                log.warning("stream read failed", stream=self.source.name, error=str(error))
+
+    def _fan_out(self, rows: list[T]) -> None:
+        # No await in here: a subscriber attaching sees every row either fanned out to
+        # it or not yet read, never half of a row.
+        for row in rows:
+            self.position = self.source.position_of(row)
+            for subscription in self._subscriptions:
+                if subscription.overflowed or not subscription.accepts(row):
+                    continue
+                try:
+                    subscription.queue.put_nowait(row)
+                except asyncio.QueueFull:
+                    subscription.overflowed = True
+
+    async def subscribe(self, *, after: Position | None, accepts: Callable[[T], bool]) -> AsyncIterator[T | None]:
+        """Rows after `after` (None: from now), forever; None now and then as a keep-alive tick.
+
+        Raises Overflow when the consumer falls more than `buffer` rows behind."""
+        while self.position is None:  # the hub has not reached the database yet
+            await asyncio.sleep(self.poll_seconds)
+            yield None
+        subscription: _Subscription[T] = _Subscription(accepts=accepts, queue=asyncio.Queue(self.buffer))
+        self._subscriptions.add(subscription)
+        attached_at = self.position
+        try:
+            if after is not None and after < attached_at:
+                async for row in self._catch_up(after, attached_at, accepts):
+                    yield row
+            elif after is not None:
+                subscription.skip_through = after  # the client is ahead of this replica's hub
+            while True:
+                try:
+                    row = await asyncio.wait_for(subscription.queue.get(), self.poll_seconds)
+                except TimeoutError:
+                    if subscription.overflowed:
+                        raise Overflow from None
+                    yield None
+                    continue
+                if self.source.position_of(row) > subscription.skip_through:
+                    yield row
+                if subscription.overflowed and subscription.queue.empty():
+                    raise Overflow
+        finally:
+            self._subscriptions.discard(subscription)
+
+    async def _catch_up(self, after: Position, until: Position, accepts: Callable[[T], bool]) -> AsyncIterator[T]:
+        cursor = after
+        while cursor < until:
+            async with self.pool.connection() as conn:
+                rows = await self.source.fetch(conn, cursor, self.batch)
+            if not rows:
+                return
+            for row in rows:
+                position = self.source.position_of(row)
+                if position > until:
+                    return
+                cursor = position
+                if accepts(row):
+                    yield row
+
+
+async def horizon(conn: AsyncConnection) -> str:
+    """The xmin horizon as text (xid8), from a statement of its own (see the module docstring)."""
+    row = await (await conn.execute("SELECT pg_snapshot_xmin(pg_current_snapshot())::text AS xmin")).fetchone()
+    return str(row["xmin"] if isinstance(row, dict) else row[0])
+
+
+async def final_rows(conn: AsyncConnection, *, table: str, columns: str, after: Position, limit: int) -> list:
+    """Rows of `table` (a constant name) after `after`, in position order, below the horizon."""
+    below = await horizon(conn)
+    cursor = await conn.execute(
+        f"SELECT {columns} FROM {table} WHERE (tx, id) > (%s::xid8, %s) AND tx < %s::xid8 "
+        # The table's xid8 column, not a `tx::text AS tx` alias: as text "1001" < "999".
+        f"ORDER BY {table}.tx, {table}.id LIMIT %s", (str(after[0]), after[1], below, limit))
+    return await cursor.fetchall()
+
+
+async def current_position_of(conn: AsyncConnection, table: str) -> Position:
+    """The position of "now" in `table` (a constant table name): after every final row."""
+    below = await horizon(conn)
+    row = await (await conn.execute(
+        f"SELECT tx::text AS tx, id FROM {table} WHERE tx < %s::xid8 ORDER BY {table}.tx DESC, {table}.id DESC "
+        "LIMIT 1",
+        (below,))).fetchone()
+    if row is None:
+        return START
+    values: dict[str, Any] = row if isinstance(row, dict) else {"tx": row[0], "id": row[1]}
+    return int(values["tx"]), int(values["id"])
+
+
+@dataclass(eq=False)
+class Notifier:
+    """Coalesced wake-ups for writers that commit often: many commits, one NOTIFY.
+
+    Writers call `mark()` after their commit; a task sends NOTIFY on its own connection
+    at most every `min_gap` seconds while there is something new. Sending NOTIFY inside
+    every writing transaction would cap the commit rate (each NOTIFY serialises on a
+    global lock at commit).
+    """
+
+    channel: str
+    conninfo: str
+    min_gap: float = 0.005
+    local: Hub | None = None  # this replica's own hub is woken directly
+    _pending: asyncio.Event = field(default_factory=asyncio.Event)
+    _task: asyncio.Task | None = None
+
+    def mark(self) -> None:
+        self._pending.set()
+        if self.local is not None:
+            self.local._dirty.set()
+
+    async def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name=f"{self.channel}-notify")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await asyncio.wait_for(self._task, 5)
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                async with await psycopg.AsyncConnection.connect(self.conninfo, autocommit=True) as conn:
+                    while True:
+                        await self._pending.wait()
+                        self._pending.clear()
+                        await conn.execute(f"NOTIFY {self.channel}")
+                        await asyncio.sleep(self.min_gap)
+            except asyncio.CancelledError:
+                raise
+            except Exception as error:
+                log.warning("stream notifier lost its connection", channel=self.channel, error=str(error))
+                await asyncio.sleep(1.0)

@@ -1,0 +1,103 @@
+"""HiveMind's API: publish (one, batch, idempotent), history, topics, memory, bad input."""
+
+import asyncio
+
+import pytest
+
+
+async def publish(client, topic, **message):
+    response = await client.post(f"/v1/hive/topics/{topic}/messages", json=message)
+    assert response.status_code == 201, response.text
+    return response.json()
+
+
+async def test_publish_history_and_topics(client):
+    first = await publish(client, "agents.status", json={"agent": "coder", "state": "busy"}, key="coder",
+                          headers={"trace": "t1"})
+    await publish(client, "agents.status", text="plain words")
+    batch = await client.post("/v1/hive/topics/agents.status/batch",
+                              json={"messages": [{"json": n} for n in range(5)]})
+    assert batch.status_code == 201 and len(batch.json()["ids"]) == 5
+    assert batch.json()["ids"] == sorted(batch.json()["ids"]) and batch.json()["ids"][0] > first["ids"][0]
+
+    history = (await client.get("/v1/hive/topics/agents.status/messages", params={"limit": 3})).json()
+    assert [m["payload"] for m in history["items"]] == [{"agent": "coder", "state": "busy"}, "plain words", 0]
+    assert history["items"][0]["sender"] == "admin-token" and history["items"][0]["headers"] == {"trace": "t1"}
+    assert history["items"][1]["content_type"] == "text"
+    rest = (await client.get("/v1/hive/topics/agents.status/messages",
+                             params={"after_id": history["next_after_id"]})).json()
+    assert [m["payload"] for m in rest["items"]] == [1, 2, 3, 4]
+    newest = (await client.get("/v1/hive/topics/agents.status/messages", params={"order": "desc", "limit": 1})).json()
+    assert newest["items"][0]["payload"] == 4
+
+    topics = {t["name"]: t for t in (await client.get("/v1/hive/topics")).json()}
+    assert topics["agents.status"]["message_count"] == 7 and topics["agents.status"]["last_message_at"]
+
+
+async def test_idempotent_publish_is_stored_once(client):
+    headers = {"Idempotency-Key": "pub-1"}
+    results = await asyncio.gather(*[client.post("/v1/hive/topics/once.only/messages", json={"json": 1},
+                                                 headers=headers) for _ in range(4)])
+    assert {r.status_code for r in results} == {201} and len({tuple(r.json()["ids"]) for r in results}) == 1
+    assert (await client.get("/v1/hive/topics/once.only")).json()["message_count"] == 1
+    other = await client.post("/v1/hive/topics/once.only/messages", json={"json": 2}, headers=headers)
+    assert other.status_code == 422
+
+
+async def test_retention_prunes_in_the_background_job(app, client):
+    from alai.server.hive import service
+
+    await client.put("/v1/hive/topics/short.lived", json={"retention_max_count": 3, "description": "keeps 3"})
+    await client.post("/v1/hive/topics/short.lived/batch", json={"messages": [{"json": n} for n in range(10)]})
+    async with app.state.pool.connection() as conn:
+        assert await service.prune(conn) == 7
+    kept = (await client.get("/v1/hive/topics/short.lived/messages")).json()["items"]
+    assert [m["payload"] for m in kept] == [7, 8, 9]
+    assert (await client.get("/v1/hive/topics/short.lived")).json()["message_count"] == 3
+
+
+async def test_memory_with_versions_and_change_events(client):
+    created = await client.put("/v1/hive/memory/coder/last-task", json={"value": {"id": "MC-1"}})
+    assert created.status_code == 201 and created.headers["etag"] == '"1"'
+    stale = await client.put("/v1/hive/memory/coder/last-task", json={"value": 2}, headers={"If-Match": '"0"'})
+    assert stale.status_code == 412
+    updated = await client.put("/v1/hive/memory/coder/last-task", json={"value": 2}, headers={"If-Match": '"1"'})
+    assert updated.status_code == 200 and updated.json()["version"] == 2
+    exists = await client.put("/v1/hive/memory/coder/last-task", json={"value": 3}, headers={"If-None-Match": "*"})
+    assert exists.status_code == 412
+    await client.put("/v1/hive/memory/coder/other", json={"value": True})
+    listed = (await client.get("/v1/hive/memory/coder", params={"prefix": "last"})).json()
+    assert [e["key"] for e in listed] == ["last-task"]
+    assert (await client.delete("/v1/hive/memory/coder/other")).status_code == 204
+    assert (await client.get("/v1/hive/memory/coder/other")).status_code == 404
+    events = (await client.get("/v1/hive/topics/hive.memory.coder/messages")).json()["items"]
+    assert [(e["payload"]["change"], e["payload"]["key"]) for e in events] == [
+        ("set", "last-task"), ("set", "last-task"), ("set", "other"), ("deleted", "other")]
+
+
+@pytest.mark.parametrize(("method", "url", "body", "status"), [
+    ("post", "/v1/hive/topics/bad topic/messages", {"json": 1}, 422),
+    ("post", "/v1/hive/topics/a..b/messages", {"json": 1}, 422),
+    ("post", "/v1/hive/topics/ok/messages", {"json": 1, "text": "both"}, 422),
+    ("post", "/v1/hive/topics/ok/messages", {}, 422),
+    ("post", "/v1/hive/topics/ok/messages", {"text": "x" * (256 * 1024 + 1)}, 413),
+    ("post", "/v1/hive/topics/ok/batch", {"messages": []}, 422),
+    ("put", "/v1/hive/topics/ok", {"retention_max_count": 0}, 422),
+    ("get", "/v1/hive/subscribe?topic=agents.>.x", None, 422),
+    ("get", "/v1/hive/subscribe?topic=agents.*&from=999999999", None, 400),
+    ("get", "/v1/hive/subscribe?topic=agents.*&from=x-y", None, 400),
+    ("get", "/v1/hive/topics/nope.none", None, 404),
+])
+async def test_bad_input_is_4xx(client, method, url, body, status):
+    response = await client.request(method.upper(), url, json=body)
+    assert response.status_code == status, response.text
+
+
+def test_patterns():
+    from alai.server.hive import service
+
+    star = service.compile_pattern("agents.*")
+    assert star.match("agents.status") and not star.match("agents.status.x") and not star.match("agents")
+    rest = service.compile_pattern("tenders.>")
+    assert rest.match("tenders.new") and rest.match("tenders.new.eu") and not rest.match("tenders")
+    assert service.compile_pattern("a.b").match("a.b") and not service.compile_pattern("a.b").match("a.bc")
