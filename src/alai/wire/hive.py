@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, model_validator
 
 # A topic is dotted segments of letters, digits, `_` and `-` (agents.status, tenders.new).
 TOPIC_PATTERN = r"^[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*$"
@@ -45,6 +45,8 @@ class Published(BaseModel):
 
 
 class Message(BaseModel):
+    _text: str | None = PrivateAttr(default=None)
+
     id: int
     position: str
     topic: str
@@ -54,6 +56,14 @@ class Message(BaseModel):
     content_type: Literal["json", "text"]
     payload: Any
     created_at: datetime
+
+
+    def json_text(self) -> str:
+        """The JSON form, made once: a message fanned out to many subscribers is
+        serialised once, not once per subscriber."""
+        if self._text is None:
+            self._text = self.model_dump_json()
+        return self._text
 
 
 class MessagePage(BaseModel):

@@ -133,7 +133,7 @@ def router_factory():
                         return
                     if message is not None:
                         position = message.position
-                        yield f"id: {position}\nevent: message\ndata: {message.model_dump_json()}\n\n"
+                        yield f"id: {position}\nevent: message\ndata: {message.json_text()}\n\n"
                         last_sent = loop.time()
                     elif loop.time() - last_sent > KEEPALIVE_SECONDS:
                         yield ": keepalive\n\n"
@@ -176,7 +176,7 @@ def router_factory():
                     await websocket.close(code=1012, reason="server restarting; reconnect with ?after=")
                     return
                 if message is not None:
-                    await websocket.send_text(message.model_dump_json())
+                    await websocket.send_text(message.json_text())
                     position = message.position
         except streams.Overflow:
             await websocket.send_text(json.dumps({"overflow": True, "resume_from": position}))
