@@ -174,6 +174,21 @@ async def authenticate_websocket(websocket: WebSocket, scope: str) -> Principal 
     return principal
 
 
+def if_match_version(value: str | None) -> int | None:
+    """The version in an If-Match header (`"3"`, `W/"3"`); None for absent or `*`."""
+    if value is None or value.strip() == "*":
+        return None
+    try:
+        return int(value.strip().removeprefix("W/").strip('"'))
+    except ValueError:
+        raise ProblemError(400, 'If-Match must be an ETag this API gave out, like "3"', slug="bad-if-match") from None
+
+
+def actor_name(principal: Principal) -> str:
+    """How a principal is recorded as the author of a change."""
+    return principal.name or principal.subject
+
+
 def public(endpoint: Callable) -> Callable:
     """Marks a route as reachable without a token (health, metrics, OIDC discovery)."""
     setattr(endpoint, PUBLIC_PATHS_ATTRIBUTE, True)

@@ -12,17 +12,21 @@ from fastapi import Depends, Header, Query, Request, Response, WebSocket, WebSoc
 from fastapi.responses import JSONResponse, StreamingResponse
 
 from alai.server import idempotency, streams
-from alai.server.deps import Connection, Principal, api_router, authenticate_websocket, require_scope
+from alai.server.deps import (
+    Connection,
+    Principal,
+    actor_name,
+    api_router,
+    authenticate_websocket,
+    if_match_version,
+    require_scope,
+)
 from alai.server.hive import service
 from alai.server.problems import ProblemError
 from alai.wire.hive import Batch, MemoryEntry, MemoryPut, MessageIn, MessagePage, Published, Topic, TopicSettings
 
 READ = Depends(require_scope("hive:read"))
 KEEPALIVE_SECONDS = 15.0
-
-
-def _actor(principal: Principal) -> str:
-    return principal.name or principal.subject
 
 
 async def _start_position(conn, value: str | None) -> streams.Position | None:
@@ -41,15 +45,6 @@ async def _start_position(conn, value: str | None) -> streams.Position | None:
     return await service.position_of_id(conn, message_id=message_id)
 
 
-def _version(value: str | None) -> int | None:
-    if value is None or value.strip() == "*":
-        return None
-    try:
-        return int(value.strip().removeprefix("W/").strip('"'))
-    except ValueError:
-        raise ProblemError(400, 'If-Match must be an ETag this API gave out, like "3"', slug="bad-if-match") from None
-
-
 def router_factory():
     router = api_router(prefix="/v1/hive", tags=["hive"])
 
@@ -62,7 +57,7 @@ def router_factory():
                     fingerprint=idempotency.request_hash({"topic": topic, "body": body_for_hash}))
                 if stored is not None:
                     return JSONResponse(stored.response, status_code=stored.status)
-            published = await service.publish(conn, topic=topic, messages=messages, sender=_actor(principal))
+            published = await service.publish(conn, topic=topic, messages=messages, sender=actor_name(principal))
             if key is not None:
                 await idempotency.record(conn, table="hive_idempotency", principal=principal.subject, key=key,
                                          status=201, response=published.model_dump(mode="json"))
@@ -100,7 +95,7 @@ def router_factory():
                         principal: Principal = Depends(require_scope("hive:write"))) -> Topic:
         """Creates a topic or changes its description and retention (age and/or count)."""
         async with conn.transaction():
-            return await service.put_topic(conn, name=topic, settings=body, actor=_actor(principal))
+            return await service.put_topic(conn, name=topic, settings=body, actor=actor_name(principal))
 
     @router.get("/topics/{topic}/messages", response_model=MessagePage, dependencies=[READ])
     async def history(topic: str, conn: Connection, after_id: Annotated[int | None, Query(ge=0)] = None,
@@ -208,8 +203,8 @@ def router_factory():
         """Sets a value; If-Match: "<version>" refuses a stale write (412); If-None-Match: * only creates."""
         async with conn.transaction():
             entry, created = await service.memory_put(
-                conn, namespace=namespace, key=key, value=body.value, actor=_actor(principal),
-                if_match=_version(if_match), if_none_match=(if_none_match or "").strip() == "*")
+                conn, namespace=namespace, key=key, value=body.value, actor=actor_name(principal),
+                if_match=if_match_version(if_match), if_none_match=(if_none_match or "").strip() == "*")
         request.app.state.hive_notifier.mark()
         return JSONResponse(entry.model_dump(mode="json"), status_code=201 if created else 200,
                             headers={"ETag": f'"{entry.version}"'})
@@ -220,8 +215,8 @@ def router_factory():
                             if_match: Annotated[str | None, Header()] = None) -> Response:
         """Deletes a value (If-Match honoured)."""
         async with conn.transaction():
-            await service.memory_delete(conn, namespace=namespace, key=key, actor=_actor(principal),
-                                        if_match=_version(if_match))
+            await service.memory_delete(conn, namespace=namespace, key=key, actor=actor_name(principal),
+                                        if_match=if_match_version(if_match))
         request.app.state.hive_notifier.mark()
         return Response(status_code=204)
 

@@ -11,7 +11,15 @@ from fastapi import Depends, Header, Query, Request, WebSocket, WebSocketDisconn
 from fastapi.responses import JSONResponse, StreamingResponse
 
 from alai.server import idempotency
-from alai.server.deps import Connection, Principal, api_router, authenticate_websocket, require_scope
+from alai.server.deps import (
+    Connection,
+    Principal,
+    actor_name,
+    api_router,
+    authenticate_websocket,
+    if_match_version,
+    require_scope,
+)
 from alai.server.mc import service, stream
 from alai.server.mc.service import TaskFilter, Workflow
 from alai.server.problems import ProblemError
@@ -39,21 +47,8 @@ def workflow_of(request: Request) -> Workflow:
                     closed=frozenset(comma_list(settings.mc_closed_statuses)))
 
 
-def _actor(principal: Principal) -> str:
-    return principal.name or principal.subject
-
-
 def _etag(task: Task) -> dict[str, str]:
     return {"ETag": f'"{task.version}"'}
-
-
-def _if_match(value: str | None) -> int | None:
-    if value is None or value.strip() == "*":
-        return None
-    try:
-        return int(value.strip().removeprefix("W/").strip('"'))
-    except ValueError:
-        raise ProblemError(400, 'If-Match must be an ETag this API gave out, like "3"', slug="bad-if-match") from None
 
 
 def _task_response(task: Task, status: int = 200) -> JSONResponse:
@@ -114,7 +109,7 @@ def router_factory():
                 if stored is not None:
                     task = Task.model_validate(stored.response)
                     return _task_response(task, stored.status)
-            task = await service.create_task(conn, data=body, actor=_actor(principal), workflow=workflow)
+            task = await service.create_task(conn, data=body, actor=actor_name(principal), workflow=workflow)
             if idempotency_key is not None:
                 await idempotency.record(conn, table="mc_idempotency", principal=principal.subject,
                                          key=idempotency_key, status=201, response=task.model_dump(mode="json"))
@@ -135,8 +130,8 @@ def router_factory():
     ) -> JSONResponse:
         """Changes the fields given. With If-Match, a stale version is refused with 412."""
         async with conn.transaction():
-            task = await service.update_task(conn, task_id=task_id, patch=body, actor=_actor(principal),
-                                             workflow=workflow_of(request), if_match=_if_match(if_match))
+            task = await service.update_task(conn, task_id=task_id, patch=body, actor=actor_name(principal),
+                                             workflow=workflow_of(request), if_match=if_match_version(if_match))
         return _task_response(task)
 
     @router.post("/tasks/{task_id}/archive", response_model=Task)
@@ -145,7 +140,7 @@ def router_factory():
         """Archives a task (nothing is deleted; `restore` brings it back)."""
         async with conn.transaction():
             return _task_response(await service.set_archived(conn, task_id=task_id, archived=True,
-                                                             actor=_actor(principal)))
+                                                             actor=actor_name(principal)))
 
     @router.post("/tasks/{task_id}/restore", response_model=Task)
     async def restore(task_id: str, conn: Connection,
@@ -153,7 +148,7 @@ def router_factory():
         """Restores an archived task."""
         async with conn.transaction():
             return _task_response(await service.set_archived(conn, task_id=task_id, archived=False,
-                                                             actor=_actor(principal)))
+                                                             actor=actor_name(principal)))
 
     @router.get("/tasks/{task_id}/comments", response_model=list[Comment], dependencies=[READ])
     async def comments(task_id: str, conn: Connection) -> list[Comment]:
@@ -165,7 +160,7 @@ def router_factory():
                       principal: Principal = Depends(require_scope("mc:write"))) -> Comment:
         """Adds a comment (markdown)."""
         async with conn.transaction():
-            return await service.add_comment(conn, task_id=task_id, body=body.body, actor=_actor(principal))
+            return await service.add_comment(conn, task_id=task_id, body=body.body, actor=actor_name(principal))
 
     @router.get("/tasks/{task_id}/history", response_model=HistoryPage, dependencies=[READ])
     async def history(task_id: str, conn: Connection, limit: Annotated[int, Query(ge=1, le=500)] = 100,
@@ -178,7 +173,7 @@ def router_factory():
                    principal: Principal = Depends(require_scope("mc:write"))) -> BulkResult:
         """Applies one change to many tasks, all or nothing."""
         async with conn.transaction():
-            tasks = await service.bulk_update(conn, where=body.where, patch=body.set, actor=_actor(principal),
+            tasks = await service.bulk_update(conn, where=body.where, patch=body.set, actor=actor_name(principal),
                                               workflow=workflow_of(request))
         return BulkResult(updated=len(tasks), ids=[t.id for t in tasks])
 
