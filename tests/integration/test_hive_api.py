@@ -70,9 +70,14 @@ async def test_memory_with_versions_and_change_events(client):
     assert [e["key"] for e in listed] == ["last-task"]
     assert (await client.delete("/v1/hive/memory/coder/other")).status_code == 204
     assert (await client.get("/v1/hive/memory/coder/other")).status_code == 404
+    nested = await client.put("/v1/hive/memory/coder/memory/7", json={"value": "slashes in keys"})
+    assert nested.status_code == 201
+    assert (await client.get("/v1/hive/memory/coder/memory/7")).json()["value"] == "slashes in keys"
+    assert (await client.delete("/v1/hive/memory/coder/memory/7")).status_code == 204
     events = (await client.get("/v1/hive/topics/hive.memory.coder/messages")).json()["items"]
     assert [(e["payload"]["change"], e["payload"]["key"]) for e in events] == [
-        ("set", "last-task"), ("set", "last-task"), ("set", "other"), ("deleted", "other")]
+        ("set", "last-task"), ("set", "last-task"), ("set", "other"), ("deleted", "other"),
+        ("set", "memory/7"), ("deleted", "memory/7")]
 
 
 @pytest.mark.parametrize(("method", "url", "body", "status"), [

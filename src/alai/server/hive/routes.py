@@ -189,13 +189,13 @@ def router_factory():
         """Keys of a namespace (optionally starting with `prefix`)."""
         return await service.memory_list(conn, namespace=namespace, prefix=prefix, limit=limit)
 
-    @router.get("/memory/{namespace}/{key}", response_model=MemoryEntry, dependencies=[READ])
+    @router.get("/memory/{namespace}/{key:path}", response_model=MemoryEntry, dependencies=[READ])
     async def memory_get(namespace: str, key: str, conn: Connection) -> JSONResponse:
         """One value; its ETag is its version."""
         entry = await service.memory_get(conn, namespace=namespace, key=key)
         return JSONResponse(entry.model_dump(mode="json"), headers={"ETag": f'"{entry.version}"'})
 
-    @router.put("/memory/{namespace}/{key}", response_model=MemoryEntry)
+    @router.put("/memory/{namespace}/{key:path}", response_model=MemoryEntry)
     async def memory_put(namespace: str, key: str, body: MemoryPut, request: Request, conn: Connection,
                          principal: Principal = Depends(require_scope("hive:write")),
                          if_match: Annotated[str | None, Header()] = None,
@@ -209,7 +209,7 @@ def router_factory():
         return JSONResponse(entry.model_dump(mode="json"), status_code=201 if created else 200,
                             headers={"ETag": f'"{entry.version}"'})
 
-    @router.delete("/memory/{namespace}/{key}", status_code=204)
+    @router.delete("/memory/{namespace}/{key:path}", status_code=204)
     async def memory_delete(namespace: str, key: str, request: Request, conn: Connection,
                             principal: Principal = Depends(require_scope("hive:write")),
                             if_match: Annotated[str | None, Header()] = None) -> Response:
