@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import sqlite3
 import subprocess
@@ -227,7 +228,8 @@ async def test_odd_shapes_are_mapped_and_their_problems_recorded(database_url, t
     assert again.already_imported and counts(database_url) == before and tasks_checksum(database_url) == checksum
     assert [(t.table, t.rows_read, 0, t.rows_with_problems) for t in report.tables] == \
         [(t.table, t.rows_read, t.rows_written, t.rows_with_problems) for t in again.tables]
-    assert again.status_map == report.status_map and again.warnings[1:] == report.warnings
+    assert "search vectors" in report.warnings[0] and "nothing was changed" in again.warnings[0]
+    assert again.status_map == report.status_map and again.warnings[1:] == report.warnings[1:]
 
 
 async def test_a_mapping_overrides_what_is_detected(database_url, tmp_path):
@@ -364,3 +366,85 @@ async def test_the_api_takes_a_mapping_as_json(client, database_url, tmp_path):
     bad = await client.post("/v1/mc/import", params={"map": "[1, 2"}, content=path.read_bytes(), headers=headers)
     assert bad.status_code == 422 and "JSON object" in bad.json()["detail"]
     assert counts(database_url)["mc_tasks"] == 1
+
+
+LABELS = ["a,b", 'q"uote', "back\\slash", "{brace}", "NULL", "tab\tnew\nline", "ünï"]
+
+
+async def test_text_that_is_not_utf8_and_infinite_floats_are_kept(database_url, tmp_path):
+    path = tmp_path / "bytes.db"
+    with sqlite3.connect(path) as db:
+        db.execute("CREATE TABLE tasks (id TEXT PRIMARY KEY, title TEXT, status TEXT, labels TEXT)")
+        db.execute("INSERT INTO tasks VALUES ('T-1', CAST(x'636166e9' AS TEXT), 'todo', NULL), ('T-2', 'fine', 'todo', ?)",
+                   (json.dumps(LABELS),))
+        db.execute("CREATE TABLE measures (k TEXT PRIMARY KEY, v REAL)")
+        db.execute("INSERT INTO measures VALUES ('big', 1e999), ('small', -1e999), ('plain', 1.5), (?, 2.0)",
+                   ("we\tird\\key\r\n",))
+    await run_import(database_url, path)
+    titles = dict(rows(database_url, "SELECT id, title FROM mc_tasks"))
+    assert titles == {"T-1": "caf\ufffd", "T-2": "fine"}
+    assert rows(database_url, "SELECT labels FROM mc_tasks WHERE id = 'T-2'") == [(LABELS,)]
+    verbatim = {(table, key): (data, problems) for table, key, data, problems in rows(
+        database_url, "SELECT source_table, source_key, data, problems FROM mc_import_rows")}
+    data, problems = verbatim[("tasks", "T-1")]
+    assert data["title"] == {"$text_base64": "Y2Fm6Q=="} and any("not valid UTF-8" in p for p in problems)
+    assert verbatim[("tasks", "T-2")][0]["title"] == "fine"  # the other rows of that table as they were
+    assert verbatim[("tasks", "T-2")][0]["labels"] == json.dumps(LABELS)
+    assert verbatim[("measures", "we\tird\\key\r\n")][0] == {"k": "we\tird\\key\r\n", "v": 2.0}
+    assert verbatim[("measures", "big")][0]["v"] == {"$float": "inf"}
+    assert verbatim[("measures", "small")][0]["v"] == {"$float": "-inf"}
+    assert verbatim[("measures", "plain")][0]["v"] == 1.5
+
+
+def write_search_sample(path: Path) -> list[str]:
+    """30 tasks, every third about zebras; returns the ids a search for "zebra" finds."""
+    with sqlite3.connect(path) as db:
+        db.execute("CREATE TABLE tasks (id TEXT PRIMARY KEY, title TEXT, description TEXT, status TEXT)")
+        db.executemany("INSERT INTO tasks VALUES (?, ?, ?, 'todo')",
+                       [(f"T-{n}", f"task {n}", "zebra crossing" if n % 3 == 0 else "plain") for n in range(30)])
+    return sorted(f"T-{n}" for n in range(0, 30, 3))
+
+
+async def test_imported_tasks_are_found_by_search_before_and_after_indexing(database_url, tmp_path):
+    from psycopg.rows import dict_row
+
+    from alai.server.mc import service
+
+    expected = write_search_sample(tmp_path / "search.db")
+    await run_import(database_url, tmp_path / "search.db")
+    assert rows(database_url, "SELECT count(*) FROM mc_tasks WHERE search IS NULL") == [(30,)]
+    async with await psycopg.AsyncConnection.connect(database_url, autocommit=True, row_factory=dict_row) as conn:
+        async def found() -> list[str]:
+            page = await service.list_tasks(conn, where=service.TaskFilter(q="zebra"), sort="id", limit=100,
+                                            cursor=None)
+            return [task.id for task in page.items]
+
+        assert sorted(await found()) == expected  # computed on the fly for unindexed rows
+        assert await service.index_pending_search(conn, batch=20) == 20
+        assert await service.index_pending_search(conn, batch=20) == 10
+        assert await service.index_pending_search(conn, batch=20) == 0
+        assert sorted(await found()) == expected  # through the index
+    assert rows(database_url, "SELECT count(*) FROM mc_tasks WHERE search IS NULL") == [(0,)]
+    assert rows(database_url, "SELECT DISTINCT version FROM mc_tasks") == [(1,)]  # indexing is not an edit
+
+
+async def test_the_control_plane_indexes_imported_tasks_in_the_background(client, database_url, tmp_path):
+    expected = write_search_sample(tmp_path / "search.db")
+    await run_import(database_url, tmp_path / "search.db")
+    created = await client.post("/v1/mc/tasks", json={"title": "a zebra made by the API"})
+    assert created.status_code == 201
+
+    async def found() -> list[str]:
+        page = (await client.get("/v1/mc/tasks", params={"q": "zebra", "limit": 100, "sort": "id"})).json()
+        return sorted(task["id"] for task in page["items"])
+
+    assert await found() == sorted([*expected, created.json()["id"]])
+    for _ in range(100):
+        if rows(database_url, "SELECT count(*) FROM mc_tasks WHERE search IS NULL") == [(0,)]:
+            break
+        await asyncio.sleep(0.1)
+    assert rows(database_url, "SELECT count(*) FROM mc_tasks WHERE search IS NULL") == [(0,)]
+    assert await found() == sorted([*expected, created.json()["id"]])
+    renamed = await client.patch("/v1/mc/tasks/T-3", json={"description": "no stripes"}, headers={"If-Match": '"1"'})
+    assert renamed.status_code == 200
+    assert "T-3" not in await found()

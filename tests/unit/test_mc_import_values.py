@@ -86,3 +86,18 @@ def test_json_that_jsonb_would_refuse_is_cleaned():
     assert ok and parsed == {"a": "xy", "b": "?"}
     assert values.parse_json("{not json") == (None, False)
     assert values.clean_text("a\x00b") == ("ab", "NUL characters removed")
+
+
+def test_json_that_python_reads_but_json_does_not_have_is_refused():
+    assert values.parse_json('{"a": NaN}') == (None, False)
+    assert values.parse_json("[Infinity]") == (None, False)
+    assert values.parse_json("[1e999]") == (None, False)
+    assert values.parse_json('{"n": 18446744073709551616}') == ({"n": 18446744073709551616}, True)  # exact
+    assert values.parse_json('{"a": 1}') == ({"a": 1}, True)
+
+
+def test_to_json_takes_integers_beyond_64_bits_and_refuses_bytes():
+    assert json.loads(values.to_json({"n": 2**70})) == {"n": 2**70}
+    assert values.to_json(["é"]) == '["é"]'
+    with pytest.raises(TypeError):
+        values.to_json({"b": b"x"})

@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+import orjson
+
 from alai.server.mc import import_values as values
 from alai.server.mc.import_source import SourceTable
 from alai.wire.mc import COMMENT_MAX
@@ -41,7 +43,12 @@ class ChildCandidate:
 
 def canonical_json(value: Any) -> str | None:
     """A JSON value as text that compares equal however jsonb ordered its keys."""
-    return None if value is None else json.dumps(value, sort_keys=True, ensure_ascii=False, default=str)
+    if value is None:
+        return None
+    try:
+        return orjson.dumps(value, option=orjson.OPT_SORT_KEYS, default=str).decode()
+    except TypeError:  # integers beyond 64 bits
+        return json.dumps(value, sort_keys=True, ensure_ascii=False, default=str, separators=(",", ":"))
 
 
 def _reader(columns: dict[str, str], names: list[str]) -> Callable[[tuple, str], Any]:

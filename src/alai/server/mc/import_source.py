@@ -149,7 +149,22 @@ def _quote(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
+class _NotUtf8(Exception):
+    pass
+
+
 def _read_table(db: sqlite3.Connection, name: str, progress: Callable[[str, int, int], None] | None) -> SourceTable:
+    # sqlite3's own UTF-8 decoding (C) first; a table with text that is not UTF-8
+    # is read again through decode_sqlite_text, which keeps the raw bytes.
+    db.text_factory = str
+    try:
+        return _read_table_as(db, name, progress)
+    except _NotUtf8:
+        db.text_factory = import_values.decode_sqlite_text
+        return _read_table_as(db, name, progress)
+
+
+def _read_table_as(db: sqlite3.Connection, name: str, progress: Callable[[str, int, int], None] | None) -> SourceTable:
     info = db.execute(f"PRAGMA table_info({_quote(name)})").fetchall()
     columns = [row[1] for row in info]
     key_columns = [row[1] for row in sorted(info, key=lambda row: row[5]) if row[5] > 0]
@@ -180,6 +195,8 @@ def _read_table(db: sqlite3.Connection, name: str, progress: Callable[[str, int,
             if progress and len(table.rows) % 2000 == 0:
                 progress(f"read {name}", len(table.rows), total)
     except sqlite3.DatabaseError as error:
+        if db.text_factory is str and "decode" in str(error):
+            raise _NotUtf8 from None
         table.error = f"stopped after {len(table.rows)} rows: {error}"
     table.has_bad_text = import_values.BadText.made != bad_before
     if progress:

@@ -17,10 +17,12 @@ Contract:
   tasks, comments or history entries), and a last one, `mc_import_rows`, for the
   verbatim copies.
 - Data is written with COPY; comment and history ids are taken from their identity
-  sequences beforehand, so that mc_import_rows can name them. The search index is
-  kept up to date row by row: a bulk load through GIN's pending list would commit
-  sooner but leave the merge to autovacuum, or to whichever insert comes next and
-  then stalls for seconds (bench/mc_import.py measures both).
+  sequences beforehand, so that mc_import_rows can name them.
+- Full-text search vectors are left NULL (`alai.mc_defer_search` for the duration of
+  the writes, migration 0002): GIN insertion of thousands of vectors costs seconds,
+  more than everything else together. The control plane's background job fills them
+  in small batches afterwards, and until then searches compute the vector of such
+  rows on the fly, so results are the same (bench/mc_import.py measures both times).
 """
 
 from __future__ import annotations
@@ -114,7 +116,12 @@ async def import_legacy(
         stage = ["the tasks"]  # what was being written, for the error message
         try:
             async with conn.transaction(force_rollback=dry_run):
-                await _write(cur, plan, sha256, progress, stage, file_ids=file_ids, existing=existing)
+                await cur.execute("SELECT set_config('alai.mc_defer_search', 'on', true)")
+                try:
+                    await _write(cur, plan, sha256, progress, stage, file_ids=file_ids, existing=existing)
+                finally:
+                    if not conn.info.transaction_status == psycopg.pq.TransactionStatus.INERROR:
+                        await cur.execute("SELECT set_config('alai.mc_defer_search', 'off', true)")
                 written_rows = len(plan.source_rows)
         except DATA_ERRORS as error:
             detail = error.diag.message_primary or str(error)
@@ -127,6 +134,9 @@ async def import_legacy(
         await cur.execute("INSERT INTO mc_imports (source_name, source_sha256, imported_by, report) "
                           "VALUES (%s, %s, %s, %s)", (report.source, sha256, actor, report.model_dump_json()))
         await _advance_task_number(cur, file_ids)
+    if previous is None and any(task.write for task in plan.tasks):
+        report.warnings.insert(0, "full-text search vectors of the imported tasks are computed by the control plane "
+                                  "(alai serve) in the background; searches find these tasks meanwhile")
     report.duration_seconds = round(time.perf_counter() - started, 3)
     return report
 
@@ -165,10 +175,16 @@ async def _write(cur: psycopg.AsyncCursor, plan: Plan, sha256: str, progress: Pr
                  stage: list[str], *, file_ids: set[str], existing: set[str]) -> None:
     """Writes the plan with COPY; `stage[0]` names what is being written."""
     tasks = [task for task in plan.tasks if task.write]
-    # The server is busy with the tasks (search vectors, indexes) for a while: the
+    # The server is busy with the tasks (indexes) for a while: the
     # comments, history and verbatim rows are converted meanwhile, in a thread.
-    copying = asyncio.create_task(_copy(cur, "mc_tasks", TASK_COLUMNS, (
-        [task.values[column] for column in TASK_COLUMNS] for task in tasks), len(tasks), progress))
+    labels = TASK_COLUMNS.index("labels")
+
+    def task_row(task) -> list:
+        row = [task.values[column] for column in TASK_COLUMNS]
+        row[labels] = text_array(row[labels])
+        return row
+
+    copying = asyncio.create_task(_copy(cur, "mc_tasks", TASK_COLUMNS, map(task_row, tasks), len(tasks), progress))
     outcomes = await asyncio.gather(copying, asyncio.to_thread(import_transform.transform_rest, plan),
                                     return_exceptions=True)
     for outcome in outcomes:
@@ -186,21 +202,53 @@ async def _write(cur: psycopg.AsyncCursor, plan: Plan, sha256: str, progress: Pr
         await _copy(cur, table, columns, ((new_id, child.task_id, *child.values) for child, new_id in
                                           zip(written, ids, strict=True)), len(written), progress)
     stage[0] = "the verbatim source rows"
-    await _copy(cur, "mc_import_rows", ("source_sha256", "source_table", "source_key", "data", "target_id", "problems"),
-                ((sha256, row.table, row.key, row.data, row.target_id, row.problems)
-                 for row in plan.source_rows), len(plan.source_rows), progress)
+    # The largest COPY, written as text lines made here: psycopg's per-row adaptation
+    # costs more than the rows' content (bench/mc_import.py).
+    await _copy_lines(cur, "mc_import_rows",
+                      ("source_sha256", "source_table", "source_key", "data", "target_id", "problems"),
+                      ("\t".join((sha256, copy_text(row.table), copy_text(row.key), copy_text(row.data),
+                                  copy_text(row.target_id), copy_text(text_array(row.problems)))) + "\n"
+                       for row in plan.source_rows), len(plan.source_rows), progress)
     stage[0] = "the parent links"
     # The parent foreign key is deferred to commit; checking it here puts a failure in this report.
     await cur.execute(f"SET CONSTRAINTS {PARENT_FOREIGN_KEY} IMMEDIATE")
     await cur.execute(f"SET CONSTRAINTS {PARENT_FOREIGN_KEY} DEFERRED")
 
 
+def copy_text(value: str | None) -> str:
+    """A value in COPY's text format (NUL cannot occur: text here never holds one)."""
+    if value is None:
+        return "\\N"
+    if "\\" in value:
+        value = value.replace("\\", "\\\\")
+    if "\t" in value or "\n" in value or "\r" in value:
+        value = value.replace("\t", "\\t").replace("\n", "\\n").replace("\r", "\\r")
+    return value
+
+
+def text_array(items: list[str]) -> str:
+    """A text[] literal for COPY: psycopg's list adapter costs more than the rest of
+    a verbatim row, and most of these lists are empty."""
+    if not items:
+        return "{}"
+    return "{" + ",".join('"' + item.replace("\\", "\\\\").replace('"', '\\"') + '"' for item in items) + "}"
+
+
 async def _reserve_ids(cur: psycopg.AsyncCursor, table: str, count: int) -> list[int]:
+    """`count` consecutive ids from the table's identity sequence, as one block.
+
+    The table lock (it lets readers on) holds back other inserts, which would take
+    their ids from the same sequence between our nextval and setval; they wait the
+    length of the import. One setval instead of `count` nextval calls.
+    """
     if count == 0:
         return []
-    await cur.execute(f"SELECT nextval(pg_get_serial_sequence('{table}', 'id')) FROM generate_series(1, %s)",
-                      (count,))
-    return [row[0] for row in await cur.fetchall()]
+    await cur.execute(f"LOCK TABLE {table} IN SHARE ROW EXCLUSIVE MODE")
+    await cur.execute(f"SELECT nextval(pg_get_serial_sequence('{table}', 'id'))")
+    first = (await cur.fetchone())[0]
+    if count > 1:
+        await cur.execute(f"SELECT setval(pg_get_serial_sequence('{table}', 'id'), %s)", (first + count - 1,))
+    return list(range(first, first + count))
 
 
 async def _copy(cur: psycopg.AsyncCursor, table: str, columns: tuple[str, ...], rows, total: int,
@@ -215,6 +263,29 @@ async def _copy(cur: psycopg.AsyncCursor, table: str, columns: tuple[str, ...], 
             done += 1
             if progress and done % PROGRESS_EVERY == 0:
                 progress(stage, done, total)
+    if progress:
+        progress(stage, total, total)
+
+
+async def _copy_lines(cur: psycopg.AsyncCursor, table: str, columns: tuple[str, ...], lines, total: int,
+                      progress: Progress | None) -> None:
+    """COPY of lines already in COPY's text format, sent in blocks."""
+    stage = f"write {table}"
+    if progress:
+        progress(stage, 0, total)
+    block: list[str] = []
+    done = 0
+    async with cur.copy(f"COPY {table} ({', '.join(columns)}) FROM STDIN") as copy:
+        for line in lines:
+            block.append(line)
+            if len(block) == PROGRESS_EVERY:
+                await copy.write("".join(block))
+                done += len(block)
+                block.clear()
+                if progress:
+                    progress(stage, done, total)
+        if block:
+            await copy.write("".join(block))
     if progress:
         progress(stage, total, total)
 

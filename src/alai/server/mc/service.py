@@ -148,8 +148,11 @@ async def list_tasks(conn: AsyncConnection, *, where: TaskFilter, sort: str, lim
         clauses.append("labels @> %s")
         params.append([where.label])
     if where.q:
-        clauses.append("search @@ websearch_to_tsquery('simple', %s)")
-        params.append(where.q)
+        # Rows an import left unindexed (search IS NULL, see migration 0002) are
+        # matched by computing their vector here until the background job fills it.
+        clauses.append("(search @@ websearch_to_tsquery('simple', %s) OR (search IS NULL AND "
+                       "mc_search_vector(title, description) @@ websearch_to_tsquery('simple', %s)))")
+        params.extend([where.q, where.q])
     if where.updated_since:
         clauses.append("updated_at >= %s")
         params.append(where.updated_since)
@@ -391,3 +394,23 @@ async def list_history(conn: AsyncConnection, *, task_id: str, limit: int, curso
         "WHERE task_id = %s AND id > %s ORDER BY id LIMIT %s", (task_id, after, limit + 1))).fetchall()
     items = [HistoryEntry(**row) for row in rows[:limit]]
     return HistoryPage(items=items, next_cursor=str(items[-1].id) if len(rows) > limit else None)
+
+
+async def index_pending_search(conn: AsyncConnection, *, batch: int = 500) -> int:
+    """Fills up to `batch` search vectors an import left NULL; returns how many.
+
+    Rows locked by someone else are skipped (they get their turn next time), so this
+    never waits on an API request. Neither `version` nor `updated_at` changes: the
+    vector is derived data, not an edit.
+    """
+    cur = await conn.execute(
+        """
+        UPDATE mc_tasks SET search = mc_search_vector(title, description)
+        WHERE id IN (SELECT id FROM mc_tasks WHERE search IS NULL ORDER BY id LIMIT %s FOR UPDATE SKIP LOCKED)
+        """, (batch,))
+    return cur.rowcount
+
+
+async def pending_search_count(conn: AsyncConnection) -> int:
+    row = await (await conn.execute("SELECT count(*) AS n FROM mc_tasks WHERE search IS NULL")).fetchone()
+    return row["n"] if isinstance(row, dict) else row[0]
