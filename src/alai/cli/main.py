@@ -25,6 +25,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "whoami": ("alai.cli.auth", "whoami", "Show who the control plane thinks you are."),
     "auth": ("alai.cli.auth", "auth", "Inspect how this machine authenticates (auth status)."),
     "mc": ("alai.cli.mc", "mc", "Mission Control: list, show, create and change tasks; watch changes live."),
+    "hive": ("alai.cli.hive", "hive", "HiveMind: publish, subscribe live, read history; the agents' shared memory."),
 }
 
 
