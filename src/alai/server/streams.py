@@ -76,9 +76,25 @@ class Overflow(Exception):
 
 
 @dataclass(eq=False)
+class Chunk(Generic[T]):
+    """Rows fanned out together. Subscribers with the same filter share one chunk, so
+    what is made of it (a JSON array for a WebSocket frame) is made once for all."""
+
+    rows: list[T]
+    _text: str | None = None
+
+    def json_array(self, encode: Callable[[T], str]) -> str:
+        if self._text is None:
+            self._text = "[" + ",".join(encode(row) for row in self.rows) + "]"
+        return self._text
+
+
+@dataclass(eq=False)
 class _Subscription(Generic[T]):
     accepts: Callable[[T], bool]
-    queue: asyncio.Queue
+    key: Any  # subscriptions with the same (non-None) key have the same filter
+    queue: asyncio.Queue = field(default_factory=asyncio.Queue)
+    pending: int = 0  # rows queued, bounded by the hub's buffer
     overflowed: bool = False
     skip_through: Position = START  # live items at or below this were delivered by the catch-up
 
@@ -152,61 +168,92 @@ class Hub(Generic[T]):
     def _fan_out(self, rows: list[T]) -> None:
         # No await in here: a subscriber attaching sees every row either fanned out to
         # it or not yet read, never half of a row.
-        for row in rows:
-            self.position = self.source.position_of(row)
-            for subscription in self._subscriptions:
-                if subscription.overflowed or not subscription.accepts(row):
-                    continue
-                try:
-                    subscription.queue.put_nowait(row)
-                except asyncio.QueueFull:
-                    subscription.overflowed = True
+        if not rows:
+            return
+        self.position = self.source.position_of(rows[-1])
+        shared: dict[Any, Chunk[T]] = {}
+        for subscription in self._subscriptions:
+            if subscription.overflowed:
+                continue
+            chunk = shared.get(subscription.key) if subscription.key is not None else None
+            if chunk is None:
+                chunk = Chunk([row for row in rows if subscription.accepts(row)])
+                if subscription.key is not None:
+                    shared[subscription.key] = chunk
+            if not chunk.rows:
+                continue
+            if subscription.pending + len(chunk.rows) > self.buffer:
+                subscription.overflowed = True
+                continue
+            subscription.pending += len(chunk.rows)
+            subscription.queue.put_nowait(chunk)
 
-    async def subscribe(self, *, after: Position | None, accepts: Callable[[T], bool]) -> AsyncIterator[T | None]:
+    async def subscribe(self, *, after: Position | None, accepts: Callable[[T], bool],
+                        key: Any = None) -> AsyncIterator[T | None]:
         """Rows after `after` (None: from now), forever; None now and then as a keep-alive tick.
 
         Raises Overflow when the consumer falls more than `buffer` rows behind."""
+        async for chunk in self.subscribe_chunks(after=after, accepts=accepts, key=key):
+            if not chunk.rows:
+                yield None
+            for row in chunk.rows:
+                yield row
+
+    async def subscribe_chunks(self, *, after: Position | None, accepts: Callable[[T], bool],
+                               key: Any = None) -> AsyncIterator[Chunk[T]]:
+        """As `subscribe`, a chunk at a time (an empty one as the keep-alive tick). `key`
+        names the filter: subscribers with equal keys share chunks."""
         while self.position is None:  # the hub has not reached the database yet
             await asyncio.sleep(self.poll_seconds)
-            yield None
-        subscription: _Subscription[T] = _Subscription(accepts=accepts, queue=asyncio.Queue(self.buffer))
+            yield Chunk([])
+        subscription: _Subscription[T] = _Subscription(accepts=accepts, key=key)
         self._subscriptions.add(subscription)
         attached_at = self.position
         try:
             if after is not None and after < attached_at:
-                async for row in self._catch_up(after, attached_at, accepts):
-                    yield row
+                async for rows in self._catch_up(after, attached_at, accepts):
+                    yield Chunk(rows)
             elif after is not None:
                 subscription.skip_through = after  # the client is ahead of this replica's hub
             while True:
                 try:
-                    row = await asyncio.wait_for(subscription.queue.get(), self.poll_seconds)
+                    chunk = await asyncio.wait_for(subscription.queue.get(), self.poll_seconds)
                 except TimeoutError:
                     if subscription.overflowed:
                         raise Overflow from None
-                    yield None
+                    yield Chunk([])
                     continue
-                if self.source.position_of(row) > subscription.skip_through:
-                    yield row
+                subscription.pending -= len(chunk.rows)
+                if self.source.position_of(chunk.rows[0]) <= subscription.skip_through:
+                    chunk = Chunk([row for row in chunk.rows
+                                   if self.source.position_of(row) > subscription.skip_through])
+                if chunk.rows:
+                    yield chunk
                 if subscription.overflowed and subscription.queue.empty():
                     raise Overflow
         finally:
             self._subscriptions.discard(subscription)
 
-    async def _catch_up(self, after: Position, until: Position, accepts: Callable[[T], bool]) -> AsyncIterator[T]:
+    async def _catch_up(self, after: Position, until: Position,
+                        accepts: Callable[[T], bool]) -> AsyncIterator[list[T]]:
         cursor = after
         while cursor < until:
             async with self.pool.connection() as conn:
                 rows = await self.source.fetch(conn, cursor, self.batch)
             if not rows:
                 return
+            chosen = []
             for row in rows:
                 position = self.source.position_of(row)
                 if position > until:
-                    return
+                    break
                 cursor = position
                 if accepts(row):
-                    yield row
+                    chosen.append(row)
+            if chosen:
+                yield chosen
+            if rows and self.source.position_of(rows[-1]) > until:
+                return
 
 
 async def horizon(conn: AsyncConnection) -> str:

@@ -10,6 +10,7 @@ from fastapi import FastAPI
 from alai.server import idempotency, streams
 from alai.server.background import periodic
 from alai.server.hive import service
+from alai.server.hive.publisher import GroupPublisher
 from alai.wire.hive import Message
 
 BATCH = 1000
@@ -30,9 +31,11 @@ async def hive_lifespan(app: FastAPI) -> AsyncIterator[None]:
     hub: streams.Hub[Message] = streams.Hub(source=source(), pool=app.state.pool, conninfo=conninfo,
                                             buffer=SUBSCRIBER_BUFFER, batch=BATCH, poll_seconds=1.0)
     notifier = streams.Notifier(channel=service.NOTIFY_CHANNEL, conninfo=conninfo, local=hub)
+    publisher = GroupPublisher(pool=app.state.pool, on_commit=notifier.mark)
     await hub.start()
     await notifier.start()
-    app.state.hive_hub, app.state.hive_notifier = hub, notifier
+    await publisher.start()
+    app.state.hive_hub, app.state.hive_notifier, app.state.hive_publisher = hub, notifier, publisher
 
     async def prune() -> None:
         for _ in range(100):  # a bounded amount of work per tick
@@ -46,5 +49,6 @@ async def hive_lifespan(app: FastAPI) -> AsyncIterator[None]:
         async with periodic("hive-retention", 60, prune):
             yield
     finally:
+        await publisher.stop()
         await notifier.stop()
         await hub.stop()

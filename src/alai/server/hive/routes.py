@@ -8,8 +8,10 @@ import json
 from datetime import datetime
 from typing import Annotated, Literal
 
+import orjson
 from fastapi import Depends, Header, Query, Request, Response, WebSocket, WebSocketDisconnect
 from fastapi.responses import JSONResponse, StreamingResponse
+from pydantic import ValidationError
 
 from alai.server import idempotency, streams
 from alai.server.deps import (
@@ -23,7 +25,17 @@ from alai.server.deps import (
 )
 from alai.server.hive import service
 from alai.server.problems import ProblemError
-from alai.wire.hive import Batch, MemoryEntry, MemoryPut, MessageIn, MessagePage, Published, Topic, TopicSettings
+from alai.wire.hive import (
+    Batch,
+    MemoryEntry,
+    MemoryPut,
+    Message,
+    MessageIn,
+    MessagePage,
+    Published,
+    Topic,
+    TopicSettings,
+)
 
 READ = Depends(require_scope("hive:read"))
 KEEPALIVE_SECONDS = 15.0
@@ -45,39 +57,83 @@ async def _start_position(conn, value: str | None) -> streams.Position | None:
     return await service.position_of_id(conn, message_id=message_id)
 
 
+PUBLISH_IN_FLIGHT = 1000
+
+
+def _consume(future: asyncio.Future) -> None:
+    if not future.cancelled():
+        future.exception()
+
+
+def _problem_body(error: ProblemError) -> dict:
+    from alai.wire.problem import problem_type
+
+    return {"type": problem_type(error.slug), "title": error.title, "status": error.status, "detail": error.detail}
+
+
+def _publish_frame(raw: str, sender: str) -> tuple[object, bool, service.Group]:
+    """A publishing WebSocket's frame → (ref, single?, group); ProblemError when it is wrong."""
+    try:
+        data = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        raise ProblemError(400, "a frame must be a JSON object: {\"topic\": …, \"json\": …}",
+                           slug="bad-frame") from None
+    if not isinstance(data, dict):
+        raise ProblemError(400, "a frame must be a JSON object: {\"topic\": …, \"json\": …}", slug="bad-frame")
+    ref = data.pop("ref", None)
+    topic = data.pop("topic", None)
+    if not isinstance(topic, str):
+        raise ProblemError(422, "a frame needs \"topic\"", slug="bad-frame")
+    service.check_topic(topic)
+    try:
+        if "messages" in data:
+            messages, single = Batch.model_validate(data).messages, False
+        else:
+            messages, single = [MessageIn.model_validate(data)], True
+    except ValidationError as error:
+        first = error.errors()[0]
+        where = ".".join(str(part) for part in first.get("loc", ()))
+        raise ProblemError(422, f"{where or 'frame'}: {first.get('msg', 'invalid')}", slug="bad-frame") from None
+    return ref, single, service.Group(topic, sender, [service.prepare(message) for message in messages])
+
+
 def router_factory():
     router = api_router(prefix="/v1/hive", tags=["hive"])
 
-    async def _publish(request: Request, conn, topic: str, messages: list[MessageIn], principal: Principal,
+    async def _publish(request: Request, topic: str, messages: list[MessageIn], principal: Principal,
                        key: str | None, body_for_hash: object) -> JSONResponse:
-        async with conn.transaction():
-            if key is not None:
-                stored = await idempotency.claim(
-                    conn, table="hive_idempotency", principal=principal.subject, key=idempotency.check_key(key),
-                    fingerprint=idempotency.request_hash({"topic": topic, "body": body_for_hash}))
-                if stored is not None:
-                    return JSONResponse(stored.response, status_code=stored.status)
-            published = await service.publish(conn, topic=topic, messages=messages, sender=actor_name(principal))
-            if key is not None:
-                await idempotency.record(conn, table="hive_idempotency", principal=principal.subject, key=key,
-                                         status=201, response=published.model_dump(mode="json"))
+        service.check_topic(topic)
+        group = service.Group(topic, actor_name(principal), [service.prepare(message) for message in messages])
+        if key is None:  # the common case: a group commit with other publishes
+            published = await request.app.state.hive_publisher.publish(group)
+            return JSONResponse(published.model_dump(mode="json"), status_code=201)
+        # With a key, the record commits with the messages: a transaction of its own.
+        async with request.app.state.pool.connection() as conn, conn.transaction():
+            stored = await idempotency.claim(
+                conn, table="hive_idempotency", principal=principal.subject, key=idempotency.check_key(key),
+                fingerprint=idempotency.request_hash({"topic": topic, "body": body_for_hash}))
+            if stored is not None:
+                return JSONResponse(stored.response, status_code=stored.status)
+            published = (await service.publish_groups(conn, [group]))[0]
+            await idempotency.record(conn, table="hive_idempotency", principal=principal.subject, key=key,
+                                     status=201, response=published.model_dump(mode="json"))
         request.app.state.hive_notifier.mark()  # after the commit: subscribers can see it now
         return JSONResponse(published.model_dump(mode="json"), status_code=201)
 
     @router.post("/topics/{topic}/messages", response_model=Published, status_code=201)
-    async def publish_one(topic: str, body: MessageIn, request: Request, conn: Connection,
+    async def publish_one(topic: str, body: MessageIn, request: Request,
                           principal: Principal = Depends(require_scope("hive:write")),
                           idempotency_key: Annotated[str | None, Header()] = None) -> JSONResponse:
         """Publishes one message (`json` or `text`); the topic is created on first use."""
-        return await _publish(request, conn, topic, [body], principal, idempotency_key,
+        return await _publish(request, topic, [body], principal, idempotency_key,
                               body.model_dump(mode="json", by_alias=True))
 
     @router.post("/topics/{topic}/batch", response_model=Published, status_code=201)
-    async def publish_batch(topic: str, body: Batch, request: Request, conn: Connection,
+    async def publish_batch(topic: str, body: Batch, request: Request,
                             principal: Principal = Depends(require_scope("hive:write")),
                             idempotency_key: Annotated[str | None, Header()] = None) -> JSONResponse:
         """Publishes up to 1,000 messages in one transaction, in order."""
-        return await _publish(request, conn, topic, body.messages, principal, idempotency_key,
+        return await _publish(request, topic, body.messages, principal, idempotency_key,
                               body.model_dump(mode="json", by_alias=True))
 
     @router.get("/topics", response_model=list[Topic], dependencies=[READ])
@@ -123,12 +179,15 @@ def router_factory():
             position = streams.format_position(start)
             yield f": subscribed\nid: {position}\n\n"
             try:
-                async for message in hub.subscribe(after=start, accepts=lambda m: bool(matcher.match(m.topic))):
+                async for chunk in hub.subscribe_chunks(after=start, accepts=lambda m: bool(matcher.match(m.topic)),
+                                                        key=topic):
                     if request.app.state.draining or await request.is_disconnected():
                         return
-                    if message is not None:
-                        position = message.position
-                        yield f"id: {position}\nevent: message\ndata: {message.json_text()}\n\n"
+                    if chunk.rows:
+                        # One write per chunk, however many events it holds.
+                        yield "".join(f"id: {message.position}\nevent: message\ndata: {message.json_text()}\n\n"
+                                      for message in chunk.rows)
+                        position = chunk.rows[-1].position
                         last_sent = loop.time()
                     elif loop.time() - last_sent > KEEPALIVE_SECONDS:
                         yield ": keepalive\n\n"
@@ -140,8 +199,11 @@ def router_factory():
                                  headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})
 
     @router.websocket("/stream")
-    async def subscribe_ws(websocket: WebSocket, topic: str = "", after: str | None = None) -> None:
-        """Messages of a topic or pattern as JSON; reconnect with ?after=<last position> to resume."""
+    async def subscribe_ws(websocket: WebSocket, topic: str = "", after: str | None = None,
+                           batch: bool = False) -> None:
+        """Messages of a topic or pattern as JSON, one per frame, or with ?batch=true a JSON
+        array of those ready together per frame (far fewer frames under load); reconnect
+        with ?after=<last position> to resume."""
         if await authenticate_websocket(websocket, "hive:read") is None:
             return
         try:
@@ -164,15 +226,21 @@ def router_factory():
         closer = asyncio.create_task(watch_disconnect())
         position = streams.format_position(start)
         try:
-            async for message in hub.subscribe(after=start, accepts=lambda m: bool(matcher.match(m.topic))):
+            async for chunk in hub.subscribe_chunks(after=start, accepts=lambda m: bool(matcher.match(m.topic)),
+                                                    key=topic):
                 if closer.done():
                     return
                 if websocket.app.state.draining:
                     await websocket.close(code=1012, reason="server restarting; reconnect with ?after=")
                     return
-                if message is not None:
-                    await websocket.send_text(message.json_text())
-                    position = message.position
+                if not chunk.rows:
+                    continue
+                if batch:  # the same text for every subscriber of this pattern: made once
+                    await websocket.send_text(chunk.json_array(Message.json_text))
+                else:
+                    for message in chunk.rows:
+                        await websocket.send_text(message.json_text())
+                position = chunk.rows[-1].position
         except streams.Overflow:
             await websocket.send_text(json.dumps({"overflow": True, "resume_from": position}))
             await websocket.close(code=1013, reason="too far behind; reconnect with ?after=<resume_from>")
@@ -182,6 +250,61 @@ def router_factory():
             closer.cancel()
 
     subscribe_ws.alai_scope = "hive:read"  # type: ignore[attr-defined]
+
+    @router.websocket("/publish")
+    async def publish_ws(websocket: WebSocket) -> None:
+        """Publishes over one connection, pipelined: frames `{"topic", "json"|"text", "key"?, "headers"?,
+        "ref"?}` (or `"messages": [...]` for several), each answered in order once stored:
+        `{"ref", "id", "position"}` (`"ids"`, `"positions"`) or `{"ref", "error": <problem>}`."""
+        principal = await authenticate_websocket(websocket, "hive:write")
+        if principal is None:
+            return
+        await websocket.accept()
+        publisher = websocket.app.state.hive_publisher
+        sender = actor_name(principal)
+        # Answers in the order frames came; bounded, so a client that never reads its
+        # answers stops being read from instead of growing the server's memory.
+        answers: asyncio.Queue = asyncio.Queue(PUBLISH_IN_FLIGHT)
+
+        async def answer() -> None:
+            while True:
+                ref, single, outcome = await answers.get()
+                if isinstance(outcome, ProblemError):
+                    frame = {"ref": ref, "error": _problem_body(outcome)}
+                else:
+                    try:
+                        published = await outcome
+                    except ProblemError as error:
+                        frame = {"ref": ref, "error": _problem_body(error)}
+                    else:
+                        frame = {"ref": ref, "id": published.ids[0], "position": published.positions[0]} if single \
+                            else {"ref": ref, "ids": published.ids, "positions": published.positions}
+                await websocket.send_text(orjson.dumps(frame).decode())
+
+        answering = asyncio.create_task(answer())
+        try:
+            while True:
+                raw = await websocket.receive_text()
+                if answering.done():
+                    return
+                ref, single, outcome = None, True, None
+                try:
+                    ref, single, group = _publish_frame(raw, sender)
+                    outcome = asyncio.ensure_future(publisher.publish(group))
+                    # Stored even if the client leaves before its answer; nobody awaits it then.
+                    outcome.add_done_callback(_consume)
+                except ProblemError as error:
+                    outcome = error
+                await answers.put((ref, single, outcome))
+        except (WebSocketDisconnect, RuntimeError):
+            return
+        finally:
+            # Frames already queued are stored all the same: their futures run on.
+            answering.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await answering
+
+    publish_ws.alai_scope = "hive:write"  # type: ignore[attr-defined]
 
     @router.get("/memory/{namespace}", response_model=list[MemoryEntry], dependencies=[READ])
     async def memory_list(namespace: str, conn: Connection, prefix: Annotated[str, Query(max_length=200)] = "",

@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import json
 import re
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
+import orjson
 from psycopg import AsyncConnection
 from psycopg.types.json import Jsonb
 
@@ -75,41 +77,100 @@ def position_of(message: Message) -> streams.Position:
     return streams.parse_position_text(message.position)
 
 
-def _payload(message: MessageIn) -> tuple[str, Any]:
+@dataclass(frozen=True)
+class Prepared:
+    """A message checked and encoded, ready for the INSERT: the payload and headers as
+    JSON text (made once, with orjson)."""
+
+    content_type: str
+    payload: str
+    key: str | None
+    headers: str
+
+
+def _json_text(value: Any) -> str:
+    try:
+        text = orjson.dumps(value).decode()
+    except TypeError:  # integers beyond 64 bits; anything else fails the same way below
+        return json.dumps(value, ensure_ascii=False, allow_nan=False)
+    if "null" in text:  # orjson writes NaN and infinities as null; jsonb has neither
+        try:
+            json.dumps(value, allow_nan=False)
+        except ValueError:
+            raise ProblemError(422, "NaN and Infinity are not JSON; send null or a string",
+                               slug="bad-payload") from None
+    return text
+
+
+def prepare(message: MessageIn) -> Prepared:
+    """Checks a message (413 past the size limit) and encodes it."""
     content_type, payload = ("json", message.json_) if "json_" in message.model_fields_set else ("text", message.text)
-    size = len(json.dumps(payload, ensure_ascii=False).encode())
+    text = _json_text(payload)
+    size = len(text.encode())
     if size > PAYLOAD_MAX_BYTES:
         raise ProblemError(413, f"a message may hold at most {PAYLOAD_MAX_BYTES // 1024} KiB; this one has "
                                 f"{size // 1024} KiB", slug="payload-too-large")
-    return content_type, payload
+    return Prepared(content_type, text, message.key, _json_text(message.headers))
+
+
+@dataclass
+class Group:
+    """Messages of one publish request: one topic, one sender, in order."""
+
+    topic: str
+    sender: str
+    messages: list[Prepared]
 
 
 async def publish(conn: AsyncConnection, *, topic: str, messages: list[MessageIn], sender: str) -> Published:
     check_topic(topic)
-    rows = [(*_payload(message), message.key, Jsonb(message.headers)) for message in messages]
+    return (await publish_groups(conn, [Group(topic, sender, [prepare(message) for message in messages])]))[0]
+
+
+async def publish_groups(conn: AsyncConnection, groups: list[Group]) -> list[Published]:
+    """Stores the groups' messages, each group's contiguous and in order; the caller
+    owns the transaction (one for all: the group commit of hive/publisher.py).
+
+    The topics' rows are locked first, in name order (no deadlock between replicas'
+    writers): see the module docstring for why that orders a topic's messages."""
+    counts: dict[str, int] = {}
+    creators: dict[str, str] = {}
+    for group in groups:
+        counts[group.topic] = counts.get(group.topic, 0) + len(group.messages)
+        creators.setdefault(group.topic, group.sender)
+    names = sorted(counts)
     await conn.execute(
         """
-        INSERT INTO hive_topics (name, created_by, message_count, last_message_at) VALUES (%s, %s, %s, now())
+        INSERT INTO hive_topics (name, created_by, message_count, last_message_at)
+        SELECT t.name, t.created_by, t.n, now() FROM unnest(%s::text[], %s::text[], %s::bigint[]) AS t(name, created_by, n)
+        ORDER BY t.name
         ON CONFLICT (name) DO UPDATE
             SET message_count = hive_topics.message_count + EXCLUDED.message_count, last_message_at = now()
         """,
-        (topic, sender, len(rows)),
+        (names, [creators[name] for name in names], [counts[name] for name in names]),
     )
+    flat = [(group.topic, group.sender, message) for group in groups for message in group.messages]
     cursor = await conn.execute(
         """
         INSERT INTO hive_messages (topic, sender, content_type, payload, key, headers)
-        SELECT %s, %s, t.content_type, t.payload, t.key, t.headers
-        FROM unnest(%s::text[], %s::jsonb[], %s::text[], %s::jsonb[]) WITH ORDINALITY
-             AS t(content_type, payload, key, headers, n)
+        SELECT t.topic, t.sender, t.content_type, t.payload::jsonb, t.key, t.headers::jsonb
+        FROM unnest(%s::text[], %s::text[], %s::text[], %s::text[], %s::text[], %s::text[]) WITH ORDINALITY
+             AS t(topic, sender, content_type, payload, key, headers, n)
         ORDER BY t.n
         RETURNING id, tx::text AS tx
         """,
-        (topic, sender, [r[0] for r in rows], [Jsonb(r[1]) for r in rows], [r[2] for r in rows],
-         [r[3] for r in rows]),
+        ([f[0] for f in flat], [f[1] for f in flat], [f[2].content_type for f in flat], [f[2].payload for f in flat],
+         [f[2].key for f in flat], [f[2].headers for f in flat]),
     )
+    # Identity values follow the ORDER BY: sorted ids map back onto the input order.
     stored = sorted(await cursor.fetchall(), key=lambda row: row["id"])
-    return Published(topic=topic, ids=[row["id"] for row in stored],
-                     positions=[f"{row['tx']}-{row['id']}" for row in stored])
+    results, start = [], 0
+    for group in groups:
+        mine = stored[start:start + len(group.messages)]
+        start += len(group.messages)
+        results.append(Published(topic=group.topic, ids=[row["id"] for row in mine],
+                                 positions=[f"{row['tx']}-{row['id']}" for row in mine]))
+    return results
 
 
 async def visible_messages(conn: AsyncConnection, *, after: streams.Position, limit: int) -> list[Message]:
