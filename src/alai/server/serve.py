@@ -101,6 +101,9 @@ def run(settings: Settings) -> int:
             proxy_headers=True,
             server_header=False,
             timeout_graceful_shutdown=20,
+            # Streams send the same small JSON to many subscribers: compressing it per
+            # connection was a third of the server's CPU (bench/hive_latency.py).
+            ws_per_message_deflate=False,
         )
         server = DrainingServer(config)
         server.run()

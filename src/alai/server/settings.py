@@ -80,6 +80,11 @@ class Settings(BaseSettings):
     mc_statuses: str = "todo,in_progress,blocked,review,done,cancelled"
     mc_closed_statuses: str = "done,cancelled"
 
+    # HiveMind: under load, a replica reads new messages at most this often, so that
+    # many gather into one chunk (one frame per subscriber); an idle topic's first
+    # message still goes out at once (bench/hive_latency.py measured the trade-off).
+    hive_fanout_gap_ms: float = Field(default=5.0, ge=0, le=1000)
+
     # How often a replica records that it is alive (shown in /v1/status).
     instance_heartbeat_seconds: float = Field(default=15.0, gt=0)
 

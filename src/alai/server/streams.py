@@ -107,6 +107,10 @@ class Hub(Generic[T]):
     buffer: int = 1000
     batch: int = 500
     poll_seconds: float = 1.0
+    # After a read that found rows, the next read waits this long: under load, rows
+    # gather into fewer, larger chunks (fewer frames per subscriber); an idle stream's
+    # first row still goes out at once.
+    min_gap: float = 0.0
     # None until the hub has learnt where "now" is (the database may be away at start).
     position: Position | None = None
     _subscriptions: set[_Subscription[T]] = field(default_factory=set)
@@ -159,6 +163,8 @@ class Hub(Generic[T]):
                         rows = await self.source.fetch(conn, self.position, self.batch)
                     self._fan_out(rows)
                     if len(rows) < self.batch:
+                        if rows and self.min_gap:
+                            await asyncio.sleep(self.min_gap)
                         break
             except asyncio.CancelledError:
                 raise
@@ -217,7 +223,12 @@ class Hub(Generic[T]):
                 subscription.skip_through = after  # the client is ahead of this replica's hub
             while True:
                 try:
-                    chunk = await asyncio.wait_for(subscription.queue.get(), self.poll_seconds)
+                    if subscription.queue.empty():
+                        # asyncio.timeout, not wait_for: no task per wait (one per chunk per subscriber).
+                        async with asyncio.timeout(self.poll_seconds):
+                            chunk = await subscription.queue.get()
+                    else:
+                        chunk = subscription.queue.get_nowait()
                 except TimeoutError:
                     if subscription.overflowed:
                         raise Overflow from None

@@ -29,7 +29,8 @@ def source() -> streams.Source[Message]:
 async def hive_lifespan(app: FastAPI) -> AsyncIterator[None]:
     conninfo = app.state.settings.database_url.get_secret_value()
     hub: streams.Hub[Message] = streams.Hub(source=source(), pool=app.state.pool, conninfo=conninfo,
-                                            buffer=SUBSCRIBER_BUFFER, batch=BATCH, poll_seconds=1.0)
+                                            buffer=SUBSCRIBER_BUFFER, batch=BATCH, poll_seconds=1.0,
+                                            min_gap=app.state.settings.hive_fanout_gap_ms / 1000)
     notifier = streams.Notifier(channel=service.NOTIFY_CHANNEL, conninfo=conninfo, local=hub)
     publisher = GroupPublisher(pool=app.state.pool, on_commit=notifier.mark)
     await hub.start()

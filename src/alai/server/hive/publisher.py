@@ -44,7 +44,7 @@ class _Pending:
 class GroupPublisher:
     pool: AsyncConnectionPool
     on_commit: Callable[[], None]  # wakes subscribers (the notifier's mark)
-    writers: int = 2
+    writers: int = 1
     max_messages: int = 2000
     _queue: deque[_Pending] = field(default_factory=deque)
     _ready: asyncio.Event = field(default_factory=asyncio.Event)
@@ -125,7 +125,8 @@ class GroupPublisher:
                 pending.future.set_result(published)
 
     async def _store(self, groups: list[service.Group]) -> list[Published]:
-        async with self.pool.connection(timeout=5) as conn, conn.transaction():
+        # One statement in autocommit mode: one round trip, commit included.
+        async with self.pool.connection(timeout=5) as conn:
             return await service.publish_groups(conn, groups)
 
     @staticmethod

@@ -71,16 +71,18 @@ def _problem_body(error: ProblemError) -> dict:
     return {"type": problem_type(error.slug), "title": error.title, "status": error.status, "detail": error.detail}
 
 
-def _publish_frame(raw: str, sender: str) -> tuple[object, bool, service.Group]:
-    """A publishing WebSocket's frame → (ref, single?, group); ProblemError when it is wrong."""
+def _parse_frame(raw: str) -> dict:
     try:
         data = orjson.loads(raw)
     except orjson.JSONDecodeError:
-        raise ProblemError(400, "a frame must be a JSON object: {\"topic\": …, \"json\": …}",
-                           slug="bad-frame") from None
+        data = None
     if not isinstance(data, dict):
         raise ProblemError(400, "a frame must be a JSON object: {\"topic\": …, \"json\": …}", slug="bad-frame")
-    ref = data.pop("ref", None)
+    return data
+
+
+def _frame_group(data: dict, sender: str) -> tuple[bool, service.Group]:
+    """A publishing frame (without its ref) → (single?, group); ProblemError when it is wrong."""
     topic = data.pop("topic", None)
     if not isinstance(topic, str):
         raise ProblemError(422, "a frame needs \"topic\"", slug="bad-frame")
@@ -94,7 +96,7 @@ def _publish_frame(raw: str, sender: str) -> tuple[object, bool, service.Group]:
         first = error.errors()[0]
         where = ".".join(str(part) for part in first.get("loc", ()))
         raise ProblemError(422, f"{where or 'frame'}: {first.get('msg', 'invalid')}", slug="bad-frame") from None
-    return ref, single, service.Group(topic, sender, [service.prepare(message) for message in messages])
+    return single, service.Group(topic, sender, [service.prepare(message) for message in messages])
 
 
 def router_factory():
@@ -287,9 +289,11 @@ def router_factory():
                 raw = await websocket.receive_text()
                 if answering.done():
                     return
-                ref, single, outcome = None, True, None
+                ref, single = None, True
                 try:
-                    ref, single, group = _publish_frame(raw, sender)
+                    data = _parse_frame(raw)
+                    ref = data.pop("ref", None)
+                    single, group = _frame_group(data, sender)
                     outcome = asyncio.ensure_future(publisher.publish(group))
                     # Stored even if the client leaves before its answer; nobody awaits it then.
                     outcome.add_done_callback(_consume)

@@ -128,37 +128,13 @@ async def publish(conn: AsyncConnection, *, topic: str, messages: list[MessageIn
 
 
 async def publish_groups(conn: AsyncConnection, groups: list[Group]) -> list[Published]:
-    """Stores the groups' messages, each group's contiguous and in order; the caller
-    owns the transaction (one for all: the group commit of hive/publisher.py).
-
-    The topics' rows are locked first, in name order (no deadlock between replicas'
-    writers): see the module docstring for why that orders a topic's messages."""
-    counts: dict[str, int] = {}
-    creators: dict[str, str] = {}
-    for group in groups:
-        counts[group.topic] = counts.get(group.topic, 0) + len(group.messages)
-        creators.setdefault(group.topic, group.sender)
-    names = sorted(counts)
-    await conn.execute(
-        """
-        INSERT INTO hive_topics (name, created_by, message_count, last_message_at)
-        SELECT t.name, t.created_by, t.n, now() FROM unnest(%s::text[], %s::text[], %s::bigint[]) AS t(name, created_by, n)
-        ORDER BY t.name
-        ON CONFLICT (name) DO UPDATE
-            SET message_count = hive_topics.message_count + EXCLUDED.message_count, last_message_at = now()
-        """,
-        (names, [creators[name] for name in names], [counts[name] for name in names]),
-    )
+    """Stores the groups' messages, each group's contiguous and in order, in one
+    statement (hive_publish, migration 0003; it locks the topics' rows first, in name
+    order: see the module docstring). In autocommit mode that statement is the
+    transaction (the group commit of hive/publisher.py)."""
     flat = [(group.topic, group.sender, message) for group in groups for message in group.messages]
     cursor = await conn.execute(
-        """
-        INSERT INTO hive_messages (topic, sender, content_type, payload, key, headers)
-        SELECT t.topic, t.sender, t.content_type, t.payload::jsonb, t.key, t.headers::jsonb
-        FROM unnest(%s::text[], %s::text[], %s::text[], %s::text[], %s::text[], %s::text[]) WITH ORDINALITY
-             AS t(topic, sender, content_type, payload, key, headers, n)
-        ORDER BY t.n
-        RETURNING id, tx::text AS tx
-        """,
+        "SELECT out_id AS id, out_tx AS tx FROM hive_publish(%s, %s, %s, %s, %s, %s)",
         ([f[0] for f in flat], [f[1] for f in flat], [f[2].content_type for f in flat], [f[2].payload for f in flat],
          [f[2].key for f in flat], [f[2].headers for f in flat]),
     )
