@@ -371,7 +371,9 @@ def test_shared_memory(env, api, prefix):
     assert rows[0].split() == ["KEY", "VERSION", "UPDATED", "BY", "VALUE"]
     assert re.match(r"plan/2026/q1\s+1\s+\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\s+admin-token\s+\{\"goal\":\"ship\"\}$",
                     rows[4])
-    assert len(ok(limited).splitlines()) == 3 and "there may be more" in limited.stderr
+    assert len(ok(limited).splitlines()) == 3 and "there are more" in limited.stderr
+    exact = hive(env, "mem", "ls", ns, "--limit", "4")
+    assert len(ok(exact).splitlines()) == 5 and "more" not in exact.stderr
 
     assert ok(hive(env, "mem", "rm", ns, "count", "--if-version", "2")).strip() == f"deleted {ns}/count"
     assert ok(hive(env, "mem", "rm", ns, "plan/2026/q1")).strip() == f"deleted {ns}/plan/2026/q1"

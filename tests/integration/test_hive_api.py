@@ -74,6 +74,11 @@ async def test_memory_with_versions_and_change_events(client):
     assert nested.status_code == 201
     assert (await client.get("/v1/hive/memory/coder/memory/7")).json()["value"] == "slashes in keys"
     assert (await client.delete("/v1/hive/memory/coder/memory/7")).status_code == 204
+    for n in range(5):
+        await client.put(f"/v1/hive/memory/pages/k{n}", json={"value": n})
+    first = (await client.get("/v1/hive/memory/pages", params={"limit": 2})).json()
+    rest = (await client.get("/v1/hive/memory/pages", params={"limit": 10, "after": first[-1]["key"]})).json()
+    assert [e["key"] for e in first] == ["k0", "k1"] and [e["key"] for e in rest] == ["k2", "k3", "k4"]
     events = (await client.get("/v1/hive/topics/hive.memory.coder/messages")).json()["items"]
     assert [(e["payload"]["change"], e["payload"]["key"]) for e in events] == [
         ("set", "last-task"), ("set", "last-task"), ("set", "other"), ("deleted", "other"),

@@ -455,7 +455,7 @@ def mem_set(ctx: click.Context, namespace: str, key: str, value: str | None, tex
 @mem.command("ls")
 @click.argument("namespace")
 @click.option("--prefix", default="", help="Only keys that start with this.")
-@click.option("--limit", "-n", type=click.IntRange(1, 1000), default=100, show_default=True, help="At most this many.")
+@click.option("--limit", "-n", type=click.IntRange(min=1), default=100, show_default=True, help="At most this many.")
 @json_option
 @click.pass_context
 def mem_ls(ctx: click.Context, namespace: str, prefix: str, limit: int, as_json: bool) -> None:
@@ -464,8 +464,18 @@ def mem_ls(ctx: click.Context, namespace: str, prefix: str, limit: int, as_json:
     from rich.text import Text
 
     path = memory_path(namespace)
+    entries: list = []
+    more = False
     with client_for(ctx) as client:
-        entries = client.get_json(path, params={"prefix": prefix, "limit": limit})
+        while len(entries) < limit:  # pages of up to 1,000, each after the last key of the one before
+            want = min(1000, limit - len(entries) + 1)
+            params = {"prefix": prefix, "limit": want, **({"after": entries[-1]["key"]} if entries else {})}
+            page = client.get_json(path, params=params)
+            entries.extend(page)
+            if len(page) < want:
+                break
+        if len(entries) > limit:
+            entries, more = entries[:limit], True
     if as_json:
         print_json(entries)
     elif entries:
@@ -480,8 +490,8 @@ def mem_ls(ctx: click.Context, namespace: str, prefix: str, limit: int, as_json:
         _print_table(table)
     else:
         click.echo(f"no keys in {namespace}" + (f" starting with {prefix!r}" if prefix else ""), err=True)
-    if len(entries) == limit:
-        click.echo(f"{limit} shown; there may be more (raise --limit up to 1000, or narrow --prefix)", err=True)
+    if more:
+        click.echo(f"{limit} shown; there are more (raise --limit, or narrow --prefix)", err=True)
 
 
 @mem.command("rm")

@@ -312,9 +312,11 @@ def router_factory():
 
     @router.get("/memory/{namespace}", response_model=list[MemoryEntry], dependencies=[READ])
     async def memory_list(namespace: str, conn: Connection, prefix: Annotated[str, Query(max_length=200)] = "",
-                          limit: Annotated[int, Query(ge=1, le=1000)] = 100) -> list[MemoryEntry]:
-        """Keys of a namespace (optionally starting with `prefix`)."""
-        return await service.memory_list(conn, namespace=namespace, prefix=prefix, limit=limit)
+                          limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+                          after: Annotated[str | None, Query(max_length=200)] = None) -> list[MemoryEntry]:
+        """Keys of a namespace in key order (optionally starting with `prefix`); `after` = the last key
+        of the previous page."""
+        return await service.memory_list(conn, namespace=namespace, prefix=prefix, limit=limit, after=after)
 
     @router.get("/memory/{namespace}/{key:path}", response_model=MemoryEntry, dependencies=[READ])
     async def memory_get(namespace: str, key: str, conn: Connection) -> JSONResponse:

@@ -261,10 +261,13 @@ async def memory_get(conn: AsyncConnection, *, namespace: str, key: str) -> Memo
     return MemoryEntry(**row)
 
 
-async def memory_list(conn: AsyncConnection, *, namespace: str, prefix: str, limit: int) -> list[MemoryEntry]:
+async def memory_list(conn: AsyncConnection, *, namespace: str, prefix: str, limit: int,
+                      after: str | None = None) -> list[MemoryEntry]:
+    """Keys in key order; `after` (the last key of the previous page) pages on."""
     rows = await (await conn.execute(
-        "SELECT * FROM hive_memory WHERE namespace = %s AND starts_with(key, %s) ORDER BY key LIMIT %s",
-        (namespace, prefix, limit))).fetchall()
+        "SELECT * FROM hive_memory WHERE namespace = %s AND starts_with(key, %s) AND (%s::text IS NULL OR key > %s) "
+        "ORDER BY key LIMIT %s",
+        (namespace, prefix, after, after, limit))).fetchall()
     return [MemoryEntry(**row) for row in rows]
 
 
@@ -272,6 +275,8 @@ async def memory_put(conn: AsyncConnection, *, namespace: str, key: str, value: 
                      if_match: int | None, if_none_match: bool) -> tuple[MemoryEntry, bool]:
     """Sets a value (412 on a stale If-Match); returns (entry, created). Publishes the change."""
     _check_memory_name(namespace, "namespace")
+    if "/" in namespace:  # /memory/{ns}/{key:path} could never address it
+        raise ProblemError(422, f"namespace {namespace!r} may not hold '/' (keys may)", slug="bad-name")
     _check_memory_name(key, "key")
     if len(json.dumps(value).encode()) > PAYLOAD_MAX_BYTES:
         raise ProblemError(413, f"a memory value may hold at most {PAYLOAD_MAX_BYTES // 1024} KiB",
