@@ -158,7 +158,8 @@ def test_the_follower_resumes_from_the_last_position_after_a_drop():
     assert [kind for kind, _ in got] == ["created", "updated", "commented"]
     assert json.loads(got[2][1])["position"] == "8-3"
     assert seen_resume == [None, "7-2", "7-2"]
-    assert delays == [0.5, 1.0]  # backoff grows while it fails …
+    # backoff grows while it fails, with ±20 % jitter …
+    assert 0.4 <= delays[0] <= 0.6 and 0.8 <= delays[1] <= 1.2
     assert retries[0] == "the server ended the stream" and "restarting" in retries[1]
 
 

@@ -8,6 +8,7 @@ doubling up to RECONNECT_MAX, resuming after the last `id:` seen (Last-Event-ID)
 
 from __future__ import annotations
 
+import random
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
@@ -89,6 +90,8 @@ def follow(client: http.Client, path: str, *, params: dict[str, Any] | None = No
             if not connected:
                 raise
             reason = str(error)
-        on_retry(reason, delay)
-        sleep(delay)
+        # Jitter: many clients dropped by one restart do not all come back at once.
+        wait = delay * random.uniform(0.8, 1.2)
+        on_retry(reason, wait)
+        sleep(wait)
         delay = min(delay * 2, RECONNECT_MAX)
