@@ -7,6 +7,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, model_validator
 
+from alai.wire.mc import ImportTableReport  # the hivemind.db import reports per table as Mission Control's does
+
 # A topic is dotted segments of letters, digits, `_` and `-` (agents.status, tenders.new).
 TOPIC_PATTERN = r"^[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*$"
 TOPIC_MAX = 200
@@ -103,3 +105,31 @@ class MemoryPut(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     value: Any
+
+
+class Agent(BaseModel):
+    """An agent of the registry (filled by the import of hivemind.db)."""
+
+    name: str
+    status: str | None = None
+    last_seen: datetime | None = None
+    capabilities: Any = Field(default_factory=list)
+    metadata: dict[str, Any] = Field(default_factory=dict)
+    created_at: datetime
+    created_by: str
+
+
+class HiveImportReport(BaseModel):
+    """What an import of a legacy hivemind.db did (or, with dry_run, would do)."""
+
+    source: str
+    source_sha256: str
+    dry_run: bool
+    already_imported: bool = False
+    # One per source table, then `hive_import_rows` (the verbatim copies).
+    tables: list[ImportTableReport]
+    topic_map: dict[str, str] = Field(default_factory=dict)  # legacy channel -> topic
+    namespace_map: dict[str, str] = Field(default_factory=dict)  # memory's agent -> namespace
+    column_map: dict[str, str] = Field(default_factory=dict)
+    warnings: list[str] = Field(default_factory=list)
+    duration_seconds: float

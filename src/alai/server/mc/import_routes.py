@@ -24,7 +24,7 @@ ACCEPTED_TYPES = {"application/octet-stream", "application/vnd.sqlite3", "applic
 ADMIN = Depends(require_scope("admin"))
 
 
-async def _spool(request: Request, folder: Path) -> Path:
+async def spool(request: Request, folder: Path) -> Path:
     """The body in a file; 413 as soon as it passes the limit."""
     declared = request.headers.get("content-length")
     if declared and declared.isdigit() and int(declared) > MAX_UPLOAD_BYTES:
@@ -73,7 +73,7 @@ def add_routes(router: APIRouter) -> None:
                 raise ProblemError(422, "map must be a JSON object (the mapping `--map` takes, as JSON)")
         settings = request.app.state.settings
         with tempfile.TemporaryDirectory(prefix="alai-mc-import-") as folder:
-            path = await _spool(request, Path(folder))
+            path = await spool(request, Path(folder))
             async with conn.transaction():
                 return await importer.import_legacy(
                     conn, path=path, mapping=parsed_mapping, dry_run=dry_run, actor=principal.name or principal.subject,

@@ -104,7 +104,7 @@ def check_sqlite(path: Path) -> None:
         raise ProblemError(422, f"{path.name} is not an SQLite database (it must start with 'SQLite format 3')")
 
 
-def _norm(name: str) -> str:
+def norm(name: str) -> str:
     return name.lower().replace("_", "").replace("-", "").replace(" ", "")
 
 
@@ -230,7 +230,7 @@ def detect(tables: list[SourceTable], mapping: dict[str, Any] | None, statuses: 
         if name is None:
             continue
         overrides = mapping.get("columns", {}).get(role, {})
-        columns[role] = _find_columns(FIELDS[role], by_name[name].columns, overrides)
+        columns[role] = find_columns(FIELDS[role], by_name[name].columns, overrides)
     return Detected(
         tables=chosen, columns=columns,
         statuses={str(key): value for key, value in mapping.get("statuses", {}).items()},
@@ -240,30 +240,30 @@ def detect(tables: list[SourceTable], mapping: dict[str, Any] | None, statuses: 
 
 
 def _find_table(role: str, tables: list[SourceTable]) -> str | None:
-    by_norm = {_norm(table.name): table.name for table in tables}
+    by_norm = {norm(table.name): table.name for table in tables}
     for candidate in TABLE_NAMES[role]:
-        if _norm(candidate) in by_norm:
-            return by_norm[_norm(candidate)]
+        if norm(candidate) in by_norm:
+            return by_norm[norm(candidate)]
     # No known name: the first table whose columns look the part.
     needs = {"tasks": ("title", "status"), "comments": ("task_id", "body"), "history": ("task_id", "field")}[role]
     for table in tables:
-        found = _find_columns(FIELDS[role], table.columns, {})
+        found = find_columns(FIELDS[role], table.columns, {})
         if all(need in found for need in needs):
             return table.name
     return None
 
 
-def _find_columns(fields: dict[str, tuple[str, ...]], columns: list[str], overrides: dict[str, str | None]) -> dict[str, str]:
+def find_columns(fields: dict[str, tuple[str, ...]], columns: list[str], overrides: dict[str, str | None]) -> dict[str, str]:
     found: dict[str, str] = {target: source for target, source in overrides.items() if source is not None}
     used = set(found.values())
     by_norm: dict[str, str] = {}
     for column in columns:
-        by_norm.setdefault(_norm(column), column)
+        by_norm.setdefault(norm(column), column)
     for target, synonyms in fields.items():
         if target in overrides:
             continue
         for synonym in synonyms:
-            column = by_norm.get(_norm(synonym))
+            column = by_norm.get(norm(synonym))
             if column is not None and column not in used:
                 found[target] = column
                 used.add(column)

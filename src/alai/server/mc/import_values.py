@@ -109,7 +109,8 @@ def verbatim_value(value: Any) -> Any:
 def verbatim_json(columns: list[str], row: tuple, *, careful: bool = False) -> str:
     """The row as a JSON object. The fast path encodes as is; blobs, NaN and NUL (which
     jsonb refuses) send it down the careful path. `careful` is for tables with BadText."""
-    if not careful and all(value.__class__ is not float or math.isfinite(value) for value in row):
+    if not careful and (float not in map(type, row) or all(
+            value.__class__ is not float or math.isfinite(value) for value in row)):
         try:
             text = to_json(dict(zip(columns, row, strict=True)))
         except (TypeError, ValueError):
@@ -156,7 +157,7 @@ def parse_json(text: str) -> tuple[Any, bool]:
         # What orjson refuses but may still be JSON: integers beyond 64 bits, lone
         # surrogate escapes (made safe below). NaN/Infinity stay refused: not JSON.
         try:
-            value = json.loads(text, parse_constant=_not_json, parse_float=_finite_float)
+            value = _STRICT_DECODER.decode(text)
         except ValueError:
             return None, False
     if "\\u" in text and JSONB_UNSAFE_ESCAPE.search(text):
@@ -174,6 +175,9 @@ def _finite_float(text: str) -> float:
 def _not_json(constant: str) -> Any:
     # Python's json reads NaN and Infinity; JSON (and jsonb) has neither.
     raise ValueError(f"{constant} is not JSON")
+
+
+_STRICT_DECODER = json.JSONDecoder(parse_constant=_not_json, parse_float=_finite_float)
 
 
 def _jsonb_safe(value: Any) -> Any:
