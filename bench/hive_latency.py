@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import multiprocessing
 import tempfile
 import time
@@ -50,19 +51,16 @@ def percentile(ordered: list[float], fraction: float) -> float:
 # -- subscribers (a child process) ------------------------------------------------------
 
 def run(coroutine):
-    """asyncio.run on uvloop (it comes with uvicorn[standard]): the clients' own loop
-    overhead is part of every figure here, the same for alai, NATS and Redis."""
-    import uvloop
-
-    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-        return runner.run(coroutine)
+    # The standard asyncio loop, as most clients run: uvloop here made no difference to
+    # alai's figures and made the NATS client's swing more from run to run.
+    return asyncio.run(coroutine)
 
 
-def subscriber_main(kind: str, target: str, subscribers: int, pipe) -> None:
+def subscriber_main(kind: str, target: list[str], subscribers: int, pipe) -> None:
     run(_subscribe(kind, target, subscribers, pipe))
 
 
-async def _subscribe(kind: str, target: str, subscribers: int, pipe) -> None:
+async def _subscribe(kind: str, targets: list[str], subscribers: int, pipe) -> None:
     latencies: list[float] = []
     counts = [0] * subscribers
     closers = []
@@ -80,9 +78,10 @@ async def _subscribe(kind: str, target: str, subscribers: int, pipe) -> None:
     if kind == "alai":
         import websockets
 
-        url = target.replace("http://", "ws://") + "/v1/hive/stream?topic=bench.*&batch=true"
-        sockets = [await websockets.connect(url, additional_headers={"Authorization": f"Bearer {TOKEN}"},
-                                            max_queue=None) for _ in range(subscribers)]
+        # Spread over the replicas, one after the other.
+        urls = [base.replace("http://", "ws://") + "/v1/hive/stream?topic=bench.*&batch=true" for base in targets]
+        sockets = [await websockets.connect(urls[n % len(urls)], additional_headers={"Authorization": f"Bearer {TOKEN}"},
+                                            max_queue=None) for n in range(subscribers)]
 
         async def listen(index: int, ws) -> None:
             try:
@@ -228,11 +227,12 @@ def reachable(url: str) -> bool:
         return False
 
 
-def latency_run(kind: str, base: str, subscribers: int, rate: float, seconds: float) -> dict:
+def latency_run(kind: str, bases: list[str], subscribers: int, rate: float, seconds: float) -> dict:
     total = int(rate * seconds)
+    base = bases[0]  # the publisher's replica
     parent, child = multiprocessing.Pipe()
     process = multiprocessing.get_context("fork").Process(target=subscriber_main,
-                                                          args=(kind, base, subscribers, child))
+                                                          args=(kind, bases, subscribers, child))
     process.start()
     if not parent.poll(60) or parent.recv() != "ready":
         raise SystemExit(f"{kind} subscribers did not start")
@@ -336,17 +336,30 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=1000.0)
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--quick", action="store_true", help="alai's latency only (no references, no rate)")
+    parser.add_argument("--replicas", type=int, default=2,
+                        help="also measure with this many `alai serve` replicas on one database, subscribers "
+                             "spread over them, the publisher on the first (1: skip)")
     args = parser.parse_args()
     results: dict[str, dict] = {}
     with tempfile.TemporaryDirectory(prefix="alai-bench-hive-") as tmp, running_serve(Path(tmp), token=TOKEN) as base:
         # A short warm-up: topic created, connections and caches warm.
-        latency_run("alai", base, 5, 200, 1)
-        results["alai"] = latency_run("alai", base, args.subscribers, args.rate, args.seconds)
+        latency_run("alai", [base], 5, 200, 1)
+        results["alai"] = latency_run("alai", [base], args.subscribers, args.rate, args.seconds)
+        if args.replicas > 1:
+            from alai.server.db.embedded import EmbeddedPostgres
+
+            url = EmbeddedPostgres.url_of_running(Path(tmp) / "data")
+            with contextlib.ExitStack() as others:
+                bases = [base] + [others.enter_context(running_serve(Path(tmp) / f"replica-{n}", token=TOKEN,
+                                                                     database_url=url))
+                                  for n in range(1, args.replicas)]
+                results[f"alai ×{args.replicas}"] = latency_run("alai", bases, args.subscribers, args.rate,
+                                                                 args.seconds)
         for kind, url in (("nats", NATS_URL), ("redis", REDIS_URL)):
             if args.quick:
                 break
             if reachable(url):
-                results[kind] = latency_run(kind, base, args.subscribers, args.rate, args.seconds)
+                results[kind] = latency_run(kind, [base], args.subscribers, args.rate, args.seconds)
             else:
                 print(f"{kind}: nothing listening at {url}; reference skipped")
         rates = {}
@@ -364,7 +377,7 @@ def main() -> None:
         if result["p50"] is None:
             print(f"{kind}: nothing delivered")
             continue
-        print(f"{kind:<6} {args.subscribers} subscribers at {result['achieved']:,.0f} msg/s: "
+        print(f"{kind:<8} {args.subscribers} subscribers at {result['achieved']:,.0f} msg/s: "
               f"deliveries {result['delivered']:,} of {result['expected']:,}; "
               f"p50 {result['p50'] * 1000:.1f} ms, p99 {result['p99'] * 1000:.1f} ms, max {result['max'] * 1000:.0f} ms; "
               f"first subscriber p50 {result['first_p50'] * 1000:.1f} ms"

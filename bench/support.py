@@ -22,13 +22,18 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def running_serve(folder: Path, *, token: str, extra_env: dict[str, str] | None = None) -> Iterator[str]:
-    """`alai serve` (embedded PostgreSQL in `folder/data`) until the block ends; yields its base URL."""
+def running_serve(folder: Path, *, token: str, extra_env: dict[str, str] | None = None,
+                  database_url: str | None = None) -> Iterator[str]:
+    """`alai serve` (embedded PostgreSQL in `folder/data`, or `database_url`: another
+    replica's) until the block ends; yields its base URL."""
     port = free_port()
     env = {**os.environ, "ALAI_DATA_DIR": str(folder / "data"), "ALAI_ADMIN_TOKEN": token,
            "ALAI_LOG_LEVEL": "warning", "ALAI_LOG_FORMAT": "json", **(extra_env or {})}
     env.pop("ALAI_DATABASE_URL", None)
-    log = folder / "serve.log"
+    if database_url:
+        env["ALAI_DATABASE_URL"] = database_url
+    folder.mkdir(parents=True, exist_ok=True)
+    log = folder / f"serve-{port}.log"
     with open(log, "wb") as out:
         server = subprocess.Popen([sys.executable, "-m", "alai", "serve", "--port", str(port)], env=env,
                                   stdout=out, stderr=subprocess.STDOUT)

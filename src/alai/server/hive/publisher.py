@@ -74,12 +74,18 @@ class GroupPublisher:
     async def publish(self, group: service.Group) -> Published:
         """Stores one request's messages (already checked by service.prepare); returns
         after they have committed."""
-        if self._stopping:
-            raise ProblemError(503, "the server is stopping; publish again", slug="unavailable")
+        return await self.submit(group)
+
+    def submit(self, group: service.Group) -> asyncio.Future:
+        """Queues one request's messages; the future resolves once they have committed
+        (a future, not a task: the publishing WebSocket submits one per frame)."""
         future = asyncio.get_running_loop().create_future()
+        if self._stopping:
+            future.set_exception(ProblemError(503, "the server is stopping; publish again", slug="unavailable"))
+            return future
         self._queue.append(_Pending(group, future))
         self._ready.set()
-        return await future
+        return future
 
     def _take(self) -> list[_Pending]:
         taken, count = [], 0

@@ -294,7 +294,7 @@ def router_factory():
                     data = _parse_frame(raw)
                     ref = data.pop("ref", None)
                     single, group = _frame_group(data, sender)
-                    outcome = asyncio.ensure_future(publisher.publish(group))
+                    outcome = publisher.submit(group)
                     # Stored even if the client leaves before its answer; nobody awaits it then.
                     outcome.add_done_callback(_consume)
                 except ProblemError as error:
