@@ -85,6 +85,10 @@ class Settings(BaseSettings):
     # message still goes out at once (bench/hive_latency.py measured the trade-off).
     hive_fanout_gap_ms: float = Field(default=5.0, ge=0, le=1000)
 
+    # The model gateway's backends and model routes (YAML, see gateway/config.py);
+    # unset: no backends (every model request answers 404/503).
+    gateway_config: Path | None = None
+
     # How often a replica records that it is alive (shown in /v1/status).
     instance_heartbeat_seconds: float = Field(default=15.0, gt=0)
 

@@ -1,0 +1,154 @@
+"""Choosing a route for a model and forwarding to it, with failover before the first byte.
+
+A request's routes are tried in order, skipping backends known to be down. A connect
+error or timeout marks the backend down and the next route is tried; a 5xx is tried
+elsewhere too; a 4xx (e.g. Ollama's 404 "model not found") is the answer: it would be
+the same anywhere, and the cloud is not for models that do not exist. Nothing reaches
+the client until a route has answered; once a stream has begun, an upstream failure
+is reported in the stream (an `{"error": …}` line), never as a clean end.
+
+This version forwards Ollama requests to Ollama backends; routes to OpenAI-compatible
+or Anthropic backends need protocol translation and are skipped for Ollama requests.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+import httpx
+import orjson
+
+from alai.server.gateway.backends import Backends, BackendState, describe, headers_for
+from alai.server.gateway.config import GatewayConfig
+
+PAUSE_RETRY_AFTER = 30
+
+
+@dataclass(frozen=True)
+class Attempt:
+    state: BackendState
+    upstream_model: str
+
+
+class ModelNotFound(Exception):
+    def __init__(self, model: str) -> None:
+        super().__init__(f"model '{model}' not found")
+        self.model = model
+
+
+class Unavailable(Exception):
+    """No route can answer now; `paused` when that is the model's policy (or its only
+    home is down) rather than a failure of every fallback."""
+
+    def __init__(self, model: str, *, paused: bool, retry_after: int, detail: str) -> None:
+        super().__init__(detail)
+        self.model, self.paused, self.retry_after, self.detail = model, paused, retry_after, detail
+
+
+@dataclass(eq=False)
+class Gateway:
+    config: GatewayConfig
+    backends: Backends
+    client: httpx.AsyncClient
+
+    def attempts(self, model: str, *, kind: str = "ollama") -> list[Attempt]:
+        """The routes to try for `model`, in order; raises ModelNotFound or Unavailable."""
+        states = self.backends.states
+        configured = self.config.models.get(model)
+        if configured is not None:
+            routes = [Attempt(states[route.backend], route.model or model) for route in configured.routes
+                      if states[route.backend].config.kind == kind]
+            usable = [attempt for attempt in routes if attempt.state.usable]
+            if usable:
+                return usable
+            down = ", ".join(f"{a.state.name} ({a.state.reason or 'down'})" for a in routes) or "none of its kind"
+            if configured.when_down == "pause":
+                raise Unavailable(model, paused=True, retry_after=configured.retry_after_seconds,
+                                  detail=f"model '{model}' is paused: its backend is down: {down}")
+            raise Unavailable(model, paused=False, retry_after=configured.retry_after_seconds,
+                              detail=f"model '{model}': no backend is up: {down}")
+        usable = [Attempt(state, model) for state in states.values()
+                  if state.config.kind == kind and state.usable and state.has_model(model)]
+        if usable:
+            return usable
+        away = [state for state in states.values() if not state.usable and state.has_model(model)]
+        if away:
+            names = ", ".join(f"{state.name} ({state.reason or 'down'})" for state in away)
+            raise Unavailable(model, paused=True, retry_after=PAUSE_RETRY_AFTER,
+                              detail=f"model '{model}' is paused: the backend that has it is down: {names}")
+        raise ModelNotFound(model)
+
+    async def wait_for_route(self, model: str, seconds: float) -> list[Attempt]:
+        """As `attempts`, waiting up to `seconds` for a paused model's backend to return."""
+        deadline = asyncio.get_running_loop().time() + seconds
+        while True:
+            try:
+                return self.attempts(model)
+            except Unavailable:
+                if asyncio.get_running_loop().time() >= deadline:
+                    raise
+            await asyncio.sleep(0.25)
+
+    async def open(self, attempts: list[Attempt], path: str, body: dict, *, model: str,
+                   read_whole: bool) -> tuple[Attempt, httpx.Response]:
+        """The first route that answers (status < 500), its response open (or read, with
+        `read_whole`, so that a failure half-way can still go to the next route)."""
+        failures = []
+        for attempt in attempts:
+            config = attempt.state.config
+            payload = {**body, "model": attempt.upstream_model}
+            request = self.client.build_request(
+                "POST", config.url + path, content=orjson.dumps(payload),
+                headers={"Content-Type": "application/json", **headers_for(config)},
+                timeout=httpx.Timeout(config.read_timeout_seconds, connect=config.connect_timeout_seconds))
+            try:
+                response = await self.client.send(request, stream=True)
+                if response.status_code >= 500:
+                    text = (await response.aread())[:200].decode(errors="replace")
+                    await response.aclose()
+                    failures.append(f"{attempt.state.name} answered {response.status_code} {text}")
+                    continue
+                if read_whole:
+                    await response.aread()
+                    await response.aclose()
+            except (httpx.TransportError, httpx.TimeoutException) as error:
+                self.backends.mark_down(attempt.state, error)
+                failures.append(f"{attempt.state.name} {describe(error)}")
+                continue
+            return attempt, response
+        configured = self.config.models.get(model)
+        raise Unavailable(model, paused=False, retry_after=configured.retry_after_seconds if configured else 5,
+                          detail=f"model '{model}': every route failed: {'; '.join(failures)}")
+
+    async def relay(self, attempt: Attempt, response: httpx.Response, model: str) -> AsyncIterator[bytes]:
+        """The upstream body chunk by chunk as it comes (NDJSON lines re-labelled with the
+        name asked for when the route renames the model); a failure half-way becomes an
+        `{"error": …}` line."""
+        rename = attempt.upstream_model != model
+        try:
+            if not rename:
+                async for chunk in response.aiter_raw():
+                    yield chunk
+            else:
+                async for line in response.aiter_lines():
+                    if line:
+                        yield relabel(line, model) + b"\n"
+        except (httpx.TransportError, httpx.TimeoutException) as error:
+            self.backends.mark_down(attempt.state, error)
+            yield orjson.dumps({"error": f"the backend {attempt.state.name} failed during the answer: "
+                                         f"{describe(error)}"}) + b"\n"
+        finally:
+            await response.aclose()
+
+
+def relabel(line: str | bytes, model: str) -> bytes:
+    """One JSON document with its `model` set to `model` (unchanged if it is not JSON)."""
+    try:
+        document = orjson.loads(line)
+    except orjson.JSONDecodeError:
+        return line.encode() if isinstance(line, str) else line
+    if isinstance(document, dict) and "model" in document:
+        document["model"] = model
+    return orjson.dumps(document)

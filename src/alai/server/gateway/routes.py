@@ -1,0 +1,41 @@
+"""The gateway's own API: its configuration (no secrets) and what routes where right now."""
+
+from __future__ import annotations
+
+from fastapi import Depends, Request
+
+from alai.server.deps import require_scope
+from alai.server.gateway.proxy import Gateway, ModelNotFound, Unavailable
+
+USE = Depends(require_scope("gateway:use"))
+
+
+def add_routes(router) -> None:
+    @router.get("/v1/gateway/config", dependencies=[USE], tags=["gateway"])
+    async def config(request: Request) -> dict:
+        """The configuration in force; API keys appear only as whether one is set."""
+        gateway: Gateway = request.app.state.gateway
+        data = gateway.config.model_dump(mode="json", exclude={"backends": {"__all__": {"api_key"}}})
+        for backend, out in zip(gateway.config.backends, data["backends"], strict=True):
+            out["api_key_set"] = backend.api_key is not None
+        return data
+
+    @router.get("/v1/gateway/status", dependencies=[USE], tags=["gateway"])
+    async def status(request: Request) -> dict:
+        """Each backend (up or down, since when, why) and where each configured model goes now."""
+        gateway: Gateway = request.app.state.gateway
+        backends = [{"name": s.name, "kind": s.config.kind, "url": s.config.url, "up": s.up,
+                     "since": s.since.isoformat(), "reason": s.reason, "models": len(s.models),
+                     "checked_at": s.checked_at.isoformat() if s.checked_at else None}
+                    for s in gateway.backends.states.values()]
+        models = {}
+        for name in gateway.config.models:
+            try:
+                first = gateway.attempts(name)[0]
+                models[name] = {"state": "routed", "backend": first.state.name, "upstream_model": first.upstream_model}
+            except Unavailable as error:
+                models[name] = {"state": "paused" if error.paused else "unavailable", "detail": error.detail,
+                                "retry_after": error.retry_after}
+            except ModelNotFound:  # pragma: no cover - configured models always have routes
+                models[name] = {"state": "unknown"}
+        return {"backends": backends, "models": models}

@@ -1,0 +1,229 @@
+"""The model gateway's Ollama surface, end to end: the official `ollama` client against a
+real `alai serve` routing to two fake Ollama processes ("anvil", "forge"), one of
+which is killed and brought back."""
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import ollama
+import pytest
+
+from tests.support.processes import free_port, start_serve
+
+pytestmark = pytest.mark.e2e
+TOKEN = "gateway-token"
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+ROOT = Path(__file__).resolve().parents[2]
+
+
+class FakeOllama:
+    def __init__(self, name: str, models: list[str], delay: float = 0.0) -> None:
+        self.name, self.models, self.delay = name, models, delay
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.process: subprocess.Popen | None = None
+
+    def start(self) -> None:
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "tests.fakes.ollama", "--port", str(self.port), "--name", self.name,
+             "--models", ",".join(self.models), "--delay", str(self.delay)], cwd=ROOT,
+            env={**os.environ, "PYTHONPATH": str(ROOT)}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(self.url + "/api/version", timeout=0.5).status_code == 200:
+                    return
+            except httpx.TransportError:
+                time.sleep(0.05)
+        raise RuntimeError(f"fake ollama {self.name} did not start")
+
+    def kill(self) -> None:
+        assert self.process is not None
+        self.process.send_signal(signal.SIGKILL)
+        self.process.wait(10)
+
+
+@pytest.fixture(scope="module")
+def fakes():
+    anvil = FakeOllama("anvil", ["qwen3.5:27b", "alaiml-task:latest", "bge-m3:latest"], delay=0.002)
+    forge = FakeOllama("forge", ["devstral:24b", "qwen2.5-coder:32b"])
+    for fake in (anvil, forge):
+        fake.start()
+    yield anvil, forge
+    for fake in (anvil, forge):
+        if fake.process and fake.process.poll() is None:
+            fake.kill()
+
+
+@pytest.fixture(scope="module")
+def gateway(fakes, database_url, tmp_path_factory):
+    anvil, forge = fakes
+    base = tmp_path_factory.mktemp("gateway")
+    config = base / "gateway.yaml"
+    config.write_text(f"""
+backends:
+  - {{name: anvil, kind: ollama, url: "{anvil.url}", health_interval_seconds: 0.5, connect_timeout_seconds: 1}}
+  - {{name: forge, kind: ollama, url: "{forge.url}", health_interval_seconds: 0.5, api_key: "env:FORGE_KEY"}}
+models:
+  "qwen3.5:27b":
+    routes: [{{backend: anvil}}, {{backend: forge, model: "qwen2.5-coder:32b"}}]
+  "alaiml-task":
+    routes: [{{backend: anvil}}]
+    when_down: pause
+    retry_after_seconds: 7
+""")
+    process = start_serve(env={"ALAI_DATABASE_URL": database_url, "ALAI_ADMIN_TOKEN": TOKEN,
+                               "ALAI_DATA_DIR": str(base / "data"), "ALAI_GATEWAY_CONFIG": str(config),
+                               "FORGE_KEY": "sk-forge-secret-value"}, log_path=base / "serve.log")
+    try:
+        process.wait_ready()
+        yield process
+    finally:
+        process.process.terminate()
+        process.process.wait(30)
+        assert "sk-forge-secret-value" not in (base / "serve.log").read_text()
+
+
+@pytest.fixture
+def api(gateway):
+    """The official client, as a script would make it (plus the token `alai start` adds)."""
+    made = ollama.Client(host=gateway.url, headers=AUTH)
+    yield made
+    made._client.close()
+
+
+def chat_text(api: ollama.Client, model: str, prompt: str, *, stream: bool) -> str:
+    messages = [{"role": "user", "content": prompt}]
+    if stream:
+        return "".join(part.message.content for part in api.chat(model=model, messages=messages, stream=True))
+    return api.chat(model=model, messages=messages).message.content
+
+
+def wait_until(condition, seconds: float = 10.0) -> None:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not met in time")
+        time.sleep(0.1)
+
+
+def status(gateway) -> dict:
+    return httpx.get(gateway.url + "/v1/gateway/status", headers=AUTH).json()
+
+
+def test_the_official_client_works_through_the_gateway(gateway, api):
+    names = {model.model for model in api.list().models}
+    assert {"qwen3.5:27b", "alaiml-task:latest", "bge-m3:latest", "devstral:24b", "qwen2.5-coder:32b"} <= names
+    assert chat_text(api, "qwen3.5:27b", "hello there", stream=True) == "[anvil] echo: hello there"
+    assert chat_text(api, "qwen3.5:27b", "hello there", stream=False) == "[anvil] echo: hello there"
+    parts = list(api.chat(model="qwen3.5:27b", messages=[{"role": "user", "content": "a b c"}], stream=True))
+    assert len(parts) > 3 and parts[-1].done and parts[-1].done_reason == "stop" and parts[-1].eval_count
+    assert all(part.model == "qwen3.5:27b" for part in parts)
+    assert api.generate(model="devstral:24b", prompt="write code").response == "[forge] echo: write code"
+    assert len(api.embed(model="bge-m3", input=["one", "two"]).embeddings) == 2
+    assert api.show("devstral:24b").modelfile.startswith("# served by forge")
+    assert api.ps().models
+    assert httpx.get(gateway.url + "/api/version", headers=AUTH).json() == {"version": "0.12.3"}
+    root = httpx.get(gateway.url + "/", headers=AUTH)
+    assert root.status_code == 200 and root.text == "Ollama is running"
+    with pytest.raises(ollama.ResponseError) as missing:
+        api.chat(model="no-such-model", messages=[{"role": "user", "content": "hi"}])
+    assert missing.value.status_code == 404 and "not found" in missing.value.error
+
+
+def test_bad_input_gets_ollama_style_errors(gateway):
+    url = gateway.url + "/api/chat"
+    for content, status_code, fragment in ((b"{not json", 400, "invalid JSON"), (b"", 400, "missing request body"),
+                                           (b'{"messages": []}', 400, "model is required"),
+                                           (b"[1, 2]", 400, "JSON object")):
+        answer = httpx.post(url, content=content, headers=AUTH)
+        assert answer.status_code == status_code and fragment in answer.json()["error"], answer.text
+    # An oversized body is refused from its declared length, before it is read.
+    host, port = gateway.url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=10) as raw:
+        raw.sendall(f"POST /api/chat HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer {TOKEN}\r\n"
+                    f"Content-Type: application/json\r\nContent-Length: {65 * 1024 * 1024}\r\n\r\n".encode())
+        reply = raw.recv(65536).decode()
+    assert reply.startswith("HTTP/1.1 413") and "too large" in reply
+    assert httpx.post(url, json={"model": "qwen3.5:27b"}).status_code == 401  # no token, no models
+
+
+def test_config_and_status_show_no_secret(gateway):
+    config = httpx.get(gateway.url + "/v1/gateway/config", headers=AUTH)
+    assert config.status_code == 200 and "sk-forge" not in config.text
+    forge = next(b for b in config.json()["backends"] if b["name"] == "forge")
+    assert forge["api_key_set"] is True and "api_key" not in forge
+    state = status(gateway)
+    assert {b["name"]: b["up"] for b in state["backends"]} == {"anvil": True, "forge": True}
+    assert state["models"]["qwen3.5:27b"] == {"state": "routed", "backend": "anvil", "upstream_model": "qwen3.5:27b"}
+
+
+def test_anvil_down_fallbacks_answer_paused_models_wait_and_traffic_returns(gateway, fakes, api):
+    anvil, _forge = fakes
+    results: list[tuple[str, str]] = []
+    stop = threading.Event()
+
+    def load(stream: bool) -> None:
+        while not stop.is_set():
+            try:
+                results.append(("ok", chat_text(api, "qwen3.5:27b", "steady", stream=stream)))
+            except ollama.ResponseError as error:
+                results.append(("error", error.error))
+
+    workers = [threading.Thread(target=load, args=(stream,)) for stream in (True, False, True, False)]
+    for worker in workers:
+        worker.start()
+    time.sleep(0.5)
+    anvil.kill()
+    time.sleep(1.5)
+    stop.set()
+    for worker in workers:
+        worker.join(30)
+    served_by = [text.split("]")[0] + "]" for kind, text in results if kind == "ok"]
+    failed = [text for kind, text in results if kind == "error"]
+    assert "[anvil]" in served_by and "[forge]" in served_by
+    # Only a stream cut off by the kill may fail, and it says so; nothing else fails.
+    assert all("failed during the answer" in text for text in failed), failed
+    assert len(failed) <= 2
+    wait_until(lambda: {b["name"]: b["up"] for b in status(gateway)["backends"]}["anvil"] is False)
+
+    # A fallback answers for the model that has one, under the name asked for.
+    parts = list(api.chat(model="qwen3.5:27b", messages=[{"role": "user", "content": "x"}], stream=True))
+    assert "".join(p.message.content for p in parts).startswith("[forge]") and parts[0].model == "qwen3.5:27b"
+    # The fine-tuned model pauses: 503, Retry-After, what is down.
+    paused = httpx.post(gateway.url + "/api/chat", headers=AUTH,
+                        json={"model": "alaiml-task", "messages": [{"role": "user", "content": "hi"}]})
+    assert paused.status_code == 503 and paused.headers["retry-after"] == "7"
+    assert "paused" in paused.json()["error"] and "anvil" in paused.json()["error"]
+    # A model only anvil had is paused too, not "not found".
+    with pytest.raises(ollama.ResponseError) as only_anvil:
+        api.embed(model="bge-m3", input="x")
+    assert only_anvil.value.status_code == 503
+    assert status(gateway)["models"]["alaiml-task"]["state"] == "paused"
+
+    # A client that chooses to wait gets its answer once anvil is back.
+    threading.Timer(1.0, anvil.start).start()
+    started = time.monotonic()
+    waited = httpx.post(gateway.url + "/api/chat", headers={**AUTH, "X-Alai-Wait-Seconds": "20"}, timeout=30,
+                        json={"model": "alaiml-task", "stream": False,
+                              "messages": [{"role": "user", "content": "back?"}]})
+    assert waited.status_code == 200, waited.text
+    assert waited.json()["message"]["content"] == "[anvil] echo: back?" and time.monotonic() - started >= 0.9
+    wait_until(lambda: chat_text(api, "qwen3.5:27b", "again", stream=False).startswith("[anvil]"), 10)
+
+
+def test_a_failure_mid_stream_is_reported_not_a_clean_end(gateway, api):
+    answer = httpx.post(gateway.url + "/api/chat", headers=AUTH,
+                        json={"model": "qwen3.5:27b", "messages": [{"role": "user", "content": "fail-midway now"}]})
+    lines = [json.loads(line) for line in answer.text.splitlines()]
+    assert answer.status_code == 200 and "error" in lines[-1] and not any(line.get("done") for line in lines)
+    with pytest.raises(ollama.ResponseError):
+        chat_text(api, "qwen3.5:27b", "fail-midway again", stream=True)
