@@ -3,58 +3,26 @@ real `alai serve` routing to two fake Ollama processes ("anvil", "forge"), one o
 which is killed and brought back."""
 
 import json
-import os
-import signal
 import socket
-import subprocess
-import sys
 import threading
 import time
-from pathlib import Path
 
 import httpx
 import ollama
 import pytest
 
-from tests.support.processes import free_port, start_serve
+from tests.fakes.ollama import FakeOllamaProcess
+from tests.support.processes import start_serve
 
 pytestmark = pytest.mark.e2e
 TOKEN = "gateway-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
-ROOT = Path(__file__).resolve().parents[2]
-
-
-class FakeOllama:
-    def __init__(self, name: str, models: list[str], delay: float = 0.0) -> None:
-        self.name, self.models, self.delay = name, models, delay
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.process: subprocess.Popen | None = None
-
-    def start(self) -> None:
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "tests.fakes.ollama", "--port", str(self.port), "--name", self.name,
-             "--models", ",".join(self.models), "--delay", str(self.delay)], cwd=ROOT,
-            env={**os.environ, "PYTHONPATH": str(ROOT)}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(self.url + "/api/version", timeout=0.5).status_code == 200:
-                    return
-            except httpx.TransportError:
-                time.sleep(0.05)
-        raise RuntimeError(f"fake ollama {self.name} did not start")
-
-    def kill(self) -> None:
-        assert self.process is not None
-        self.process.send_signal(signal.SIGKILL)
-        self.process.wait(10)
 
 
 @pytest.fixture(scope="module")
 def fakes():
-    anvil = FakeOllama("anvil", ["qwen3.5:27b", "alaiml-task:latest", "bge-m3:latest"], delay=0.002)
-    forge = FakeOllama("forge", ["devstral:24b", "qwen2.5-coder:32b"])
+    anvil = FakeOllamaProcess("anvil", ["qwen3.5:27b", "alaiml-task:latest", "bge-m3:latest"], delay=0.002)
+    forge = FakeOllamaProcess("forge", ["devstral:24b", "qwen2.5-coder:32b"])
     for fake in (anvil, forge):
         fake.start()
     yield anvil, forge

@@ -13,14 +13,24 @@ import argparse
 import asyncio
 import hashlib
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
 from datetime import UTC, datetime
+from pathlib import Path
 
+import httpx
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
 from starlette.routing import Route
 
+from tests.support.processes import free_port
+
 VERSION = "0.12.3"
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def now() -> str:
@@ -157,6 +167,36 @@ def make_app(name: str, models: list[str], delay: float = 0.0) -> Starlette:
         Route("/api/generate", generate, methods=["POST"]), Route("/api/embed", embed, methods=["POST"]),
         Route("/api/embeddings", embeddings, methods=["POST"]),
     ])
+
+
+class FakeOllamaProcess:
+    """The fake as a process on a free loopback port, to kill and start again."""
+
+    def __init__(self, name: str, models: list[str], delay: float = 0.0) -> None:
+        self.name, self.models, self.delay = name, models, delay
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.process: subprocess.Popen | None = None
+
+    def start(self) -> None:
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "tests.fakes.ollama", "--port", str(self.port), "--name", self.name,
+             "--models", ",".join(self.models), "--delay", str(self.delay)], cwd=ROOT,
+            env={**os.environ, "PYTHONPATH": str(ROOT)}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(self.url + "/api/version", timeout=0.5).status_code == 200:
+                    return
+            except httpx.TransportError:
+                time.sleep(0.05)
+        raise RuntimeError(f"fake ollama {self.name} did not start")
+
+    def kill(self) -> None:
+        assert self.process is not None
+        self.process.send_signal(signal.SIGKILL)
+        self.process.wait(10)
+
 
 
 def main() -> None:

@@ -103,6 +103,15 @@ class Client:
             self._refresh_login()
         return login
 
+    def bearer(self, *, renew: bool = False) -> str | None:
+        """The bearer token to send now: a login's access token is renewed first when it
+        is about to expire, or when `renew` (the server refused it)."""
+        login = self.profile.login
+        if login is not None and (renew or login.expires_within(30)):  # type: ignore[attr-defined]
+            self._refresh_login()
+        header = self._http.headers.get("Authorization")
+        return header.partition(" ")[2] if header else None
+
     def request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
         login = self._login_renewed_if_expiring()
         response = self._send(method, path, **kwargs)
