@@ -3,6 +3,7 @@ real `alai serve` routing to two fake Ollama processes ("anvil", "forge"), one o
 which is killed and brought back."""
 
 import json
+import re
 import socket
 import threading
 import time
@@ -12,7 +13,7 @@ import ollama
 import pytest
 
 from tests.fakes.ollama import FakeOllamaProcess
-from tests.support.processes import start_serve
+from tests.support.processes import run_cli, start_serve
 
 pytestmark = pytest.mark.e2e
 TOKEN = "gateway-token"
@@ -75,6 +76,10 @@ def chat_text(api: ollama.Client, model: str, prompt: str, *, stream: bool) -> s
     return api.chat(model=model, messages=messages).message.content
 
 
+def cli_env(gateway) -> dict[str, str]:
+    return {"ALAI_SERVER": gateway.url, "ALAI_TOKEN": TOKEN, "ALAI_KEYRING": "off", "COLUMNS": "200"}
+
+
 def wait_until(condition, seconds: float = 10.0) -> None:
     deadline = time.monotonic() + seconds
     while not condition():
@@ -119,8 +124,13 @@ def test_bad_input_gets_ollama_style_errors(gateway):
     with socket.create_connection((host, int(port)), timeout=10) as raw:
         raw.sendall(f"POST /api/chat HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer {TOKEN}\r\n"
                     f"Content-Type: application/json\r\nContent-Length: {65 * 1024 * 1024}\r\n\r\n".encode())
-        reply = raw.recv(65536).decode()
-    assert reply.startswith("HTTP/1.1 413") and "too large" in reply
+        reply = b""
+        while b"too large" not in reply:  # headers and body may come in separate packets
+            received = raw.recv(65536)
+            if not received:
+                break
+            reply += received
+    assert reply.startswith(b"HTTP/1.1 413") and b"too large" in reply
     assert httpx.post(url, json={"model": "qwen3.5:27b"}).status_code == 401  # no token, no models
 
 
@@ -132,6 +142,9 @@ def test_config_and_status_show_no_secret(gateway):
     state = status(gateway)
     assert {b["name"]: b["up"] for b in state["backends"]} == {"anvil": True, "forge": True}
     assert state["models"]["qwen3.5:27b"] == {"state": "routed", "backend": "anvil", "upstream_model": "qwen3.5:27b"}
+    shown = run_cli("gateway", "status", env=cli_env(gateway))
+    assert shown.returncode == 0, shown.stderr
+    assert re.search(r"anvil\s+ollama\s+up", shown.stdout) and re.search(r"qwen3\.5:27b\s+→ anvil", shown.stdout)
 
 
 def test_anvil_down_fallbacks_answer_paused_models_wait_and_traffic_returns(gateway, fakes, api):
@@ -176,6 +189,9 @@ def test_anvil_down_fallbacks_answer_paused_models_wait_and_traffic_returns(gate
         api.embed(model="bge-m3", input="x")
     assert only_anvil.value.status_code == 503
     assert status(gateway)["models"]["alaiml-task"]["state"] == "paused"
+    shown = run_cli("gateway", "status", env=cli_env(gateway))
+    assert shown.returncode == 1 and re.search(r"anvil\s+ollama\s+down", shown.stdout)
+    assert re.search(r"alaiml-task\s+paused", shown.stdout) and re.search(r"qwen3\.5:27b\s+→ forge as", shown.stdout)
 
     # A client that chooses to wait gets its answer once anvil is back.
     threading.Timer(1.0, anvil.start).start()

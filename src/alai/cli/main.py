@@ -26,6 +26,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "auth": ("alai.cli.auth", "auth", "Inspect how this machine authenticates (auth status)."),
     "mc": ("alai.cli.mc", "mc", "Mission Control: list, show, create and change tasks; watch changes live."),
     "hive": ("alai.cli.hive", "hive", "HiveMind: publish, subscribe live, read history; the agents' shared memory."),
+    "gateway": ("alai.cli.gateway", "gateway", "The model gateway: which backend is up, where models go now."),
     "start": ("alai.cli.start", "start", "Start the local :11434 model proxy (scripts for Ollama keep working)."),
 }
 
