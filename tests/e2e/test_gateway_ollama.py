@@ -13,6 +13,7 @@ import ollama
 import pytest
 
 from tests.fakes.ollama import FakeOllamaProcess
+from tests.fakes.openai_compat import FakeOpenAIProcess
 from tests.support.processes import run_cli, start_serve
 
 pytestmark = pytest.mark.e2e
@@ -20,27 +21,34 @@ TOKEN = "gateway-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 
 
+LLAMA = "meta-llama/Llama-3.3-70B-Instruct-Turbo"
+
+
 @pytest.fixture(scope="module")
 def fakes():
-    anvil = FakeOllamaProcess("anvil", ["qwen3.5:27b", "alaiml-task:latest", "bge-m3:latest"], delay=0.002)
+    anvil = FakeOllamaProcess("anvil", ["qwen3.5:27b", "alaiml-task:latest", "bge-m3:latest", "orchestrator:latest"],
+                              delay=0.002)
     forge = FakeOllamaProcess("forge", ["devstral:24b", "qwen2.5-coder:32b"])
-    for fake in (anvil, forge):
+    together = FakeOpenAIProcess("together", [LLAMA, "BAAI/bge-large-en-v1.5"], extra=("--api-key", "tg-key-123"))
+    for fake in (anvil, forge, together):
         fake.start()
-    yield anvil, forge
-    for fake in (anvil, forge):
+    yield anvil, forge, together
+    for fake in (anvil, forge, together):
         if fake.process and fake.process.poll() is None:
             fake.kill()
 
 
 @pytest.fixture(scope="module")
 def gateway(fakes, database_url, tmp_path_factory):
-    anvil, forge = fakes
+    anvil, forge, together = fakes
     base = tmp_path_factory.mktemp("gateway")
     config = base / "gateway.yaml"
     config.write_text(f"""
 backends:
   - {{name: anvil, kind: ollama, url: "{anvil.url}", health_interval_seconds: 0.5, connect_timeout_seconds: 1}}
   - {{name: forge, kind: ollama, url: "{forge.url}", health_interval_seconds: 0.5, api_key: "env:FORGE_KEY"}}
+  - {{name: together, kind: openai, url: "{together.url}", health_interval_seconds: 0.5, api_key: "env:TOGETHER_KEY"}}
+  - {{name: together-bad-key, kind: openai, url: "{together.url}", api_key: "not-the-key"}}
 models:
   "qwen3.5:27b":
     routes: [{{backend: anvil}}, {{backend: forge, model: "qwen2.5-coder:32b"}}]
@@ -48,17 +56,26 @@ models:
     routes: [{{backend: anvil}}]
     when_down: pause
     retry_after_seconds: 7
+  "orchestrator":
+    routes: [{{backend: anvil}}, {{backend: together, model: "{LLAMA}"}}]
+  "llama-70b":
+    routes: [{{backend: together, model: "{LLAMA}"}}]
+  "cloud-embed":
+    routes: [{{backend: together, model: "BAAI/bge-large-en-v1.5"}}]
+  "wrong-key":
+    routes: [{{backend: together-bad-key, model: "{LLAMA}"}}]
 """)
     process = start_serve(env={"ALAI_DATABASE_URL": database_url, "ALAI_ADMIN_TOKEN": TOKEN,
                                "ALAI_DATA_DIR": str(base / "data"), "ALAI_GATEWAY_CONFIG": str(config),
-                               "FORGE_KEY": "sk-forge-secret-value"}, log_path=base / "serve.log")
+                               "FORGE_KEY": "sk-forge-secret-value", "TOGETHER_KEY": "tg-key-123"}, log_path=base / "serve.log")
     try:
         process.wait_ready()
         yield process
     finally:
         process.process.terminate()
         process.process.wait(30)
-        assert "sk-forge-secret-value" not in (base / "serve.log").read_text()
+        log = (base / "serve.log").read_text()
+        assert "sk-forge-secret-value" not in log and "tg-key-123" not in log
 
 
 @pytest.fixture
@@ -140,15 +157,19 @@ def test_config_and_status_show_no_secret(gateway):
     forge = next(b for b in config.json()["backends"] if b["name"] == "forge")
     assert forge["api_key_set"] is True and "api_key" not in forge
     state = status(gateway)
-    assert {b["name"]: b["up"] for b in state["backends"]} == {"anvil": True, "forge": True}
+    assert {b["name"]: b["up"] for b in state["backends"]} == {"anvil": True, "forge": True, "together": True,
+                                                               "together-bad-key": False}
+    bad = next(b for b in state["backends"] if b["name"] == "together-bad-key")
+    assert "refused the gateway's credentials" in bad["reason"]
     assert state["models"]["qwen3.5:27b"] == {"state": "routed", "backend": "anvil", "upstream_model": "qwen3.5:27b"}
     shown = run_cli("gateway", "status", env=cli_env(gateway))
-    assert shown.returncode == 0, shown.stderr
+    assert shown.returncode == 1, shown.stderr  # together-bad-key is down
+    assert re.search(r"together-bad-key\s+openai\s+down", shown.stdout)
     assert re.search(r"anvil\s+ollama\s+up", shown.stdout) and re.search(r"qwen3\.5:27b\s+→ anvil", shown.stdout)
 
 
 def test_anvil_down_fallbacks_answer_paused_models_wait_and_traffic_returns(gateway, fakes, api):
-    anvil, _forge = fakes
+    anvil, _forge, _together = fakes
     results: list[tuple[str, str]] = []
     stop = threading.Event()
 
@@ -189,6 +210,9 @@ def test_anvil_down_fallbacks_answer_paused_models_wait_and_traffic_returns(gate
         api.embed(model="bge-m3", input="x")
     assert only_anvil.value.status_code == 503
     assert status(gateway)["models"]["alaiml-task"]["state"] == "paused"
+    # A model whose fallback is the cloud: answered by Together, translated, streamed.
+    parts = list(api.chat(model="orchestrator", messages=[{"role": "user", "content": "cloud"}], stream=True))
+    assert "".join(p.message.content for p in parts) == "[together] echo: cloud" and parts[-1].done
     shown = run_cli("gateway", "status", env=cli_env(gateway))
     assert shown.returncode == 1 and re.search(r"anvil\s+ollama\s+down", shown.stdout)
     assert re.search(r"alaiml-task\s+paused", shown.stdout) and re.search(r"qwen3\.5:27b\s+→ forge as", shown.stdout)
@@ -211,3 +235,18 @@ def test_a_failure_mid_stream_is_reported_not_a_clean_end(gateway, api):
     assert answer.status_code == 200 and "error" in lines[-1] and not any(line.get("done") for line in lines)
     with pytest.raises(ollama.ResponseError):
         chat_text(api, "qwen3.5:27b", "fail-midway again", stream=True)
+
+
+def test_an_openai_compatible_backend_answers_ollama_requests(gateway, api):
+    assert {"llama-70b", "cloud-embed"} <= {model.model for model in api.list().models}
+    parts = list(api.chat(model="llama-70b", messages=[{"role": "user", "content": "from the cloud"}], stream=True))
+    assert "".join(p.message.content for p in parts) == "[together] echo: from the cloud"
+    assert all(p.model == "llama-70b" for p in parts) and parts[-1].done and parts[-1].eval_count == 5
+    whole = api.chat(model="llama-70b", messages=[{"role": "user", "content": "whole"}], options={"temperature": 0})
+    assert whole.message.content == "[together] echo: whole" and whole.done_reason == "stop"
+    assert api.generate(model="llama-70b", prompt="gen").response == "[together] echo: gen"
+    assert len(api.embed(model="cloud-embed", input=["a", "b"]).embeddings) == 2
+    refused = httpx.post(gateway.url + "/api/chat", headers=AUTH,
+                         json={"model": "wrong-key", "messages": [{"role": "user", "content": "hi"}]})
+    assert refused.status_code == 503 and "refused the gateway's credentials" in refused.json()["error"]
+    assert "not-the-key" not in refused.text

@@ -69,6 +69,8 @@ def describe(error: BaseException) -> str:
     if isinstance(error, httpx.TimeoutException):
         return f"timed out ({type(error).__name__})"
     if isinstance(error, httpx.HTTPStatusError):
+        if error.response.status_code in (401, 403):
+            return f"refused the gateway's credentials (HTTP {error.response.status_code}); check its api_key"
         return f"answered HTTP {error.response.status_code}"
     if isinstance(error, httpx.TransportError):
         return f"unreachable ({type(error).__name__})"

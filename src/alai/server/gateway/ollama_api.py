@@ -8,6 +8,7 @@ streams (`application/x-ndjson`) unless `"stream": false`.
 from __future__ import annotations
 
 import asyncio
+import time
 
 import httpx
 import orjson
@@ -15,6 +16,7 @@ from fastapi import Depends, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
 
 from alai.server.deps import api_router, require_scope
+from alai.server.gateway import translate
 from alai.server.gateway.backends import headers_for
 from alai.server.gateway.proxy import Gateway, ModelNotFound, Unavailable, relabel
 
@@ -70,13 +72,23 @@ async def _forward(request: Request, path: str, *, streams: bool) -> Response:
         wait = min(float(request.headers.get(WAIT_HEADER, "0") or 0), WAIT_MAX)
     except ValueError:
         return ollama_error(400, f"{WAIT_HEADER} must be a number of seconds")
+    started = time.monotonic()
     try:
-        attempts = await gateway.wait_for_route(model, wait) if wait > 0 else gateway.attempts(model)
-        attempt, response = await gateway.open(attempts, path, body, model=model, read_whole=not stream)
+        attempts = (await gateway.wait_for_route(model, wait, path=path) if wait > 0
+                    else gateway.attempts(model, path=path))
+        attempt, response = await gateway.open(attempts, path, body, model=model, stream=stream,
+                                               read_whole=not stream)
     except ModelNotFound as error:
         return ollama_error(404, str(error))
     except Unavailable as error:
         return ollama_error(503, error.detail, headers={"Retry-After": str(error.retry_after)})
+    if response.status_code in (401, 403):  # the backend refused our key: not the client's fault
+        await response.aread()
+        await response.aclose()
+        return ollama_error(502, f"the backend {attempt.state.name} refused the gateway's credentials "
+                                 f"(HTTP {response.status_code}); check its api_key in the gateway configuration")
+    if attempt.state.config.kind == "openai":
+        return await _translated(gateway, attempt, response, path, model, stream=stream, started=started)
     if response.status_code >= 400 or not stream:
         if stream:  # an error answer to a streamed request: read it whole
             await response.aread()
@@ -88,6 +100,23 @@ async def _forward(request: Request, path: str, *, streams: bool) -> Response:
                         media_type=response.headers.get("content-type", "application/json"))
     return StreamingResponse(gateway.relay(attempt, response, model), status_code=response.status_code,
                              media_type=response.headers.get("content-type", "application/x-ndjson"))
+
+
+async def _translated(gateway: Gateway, attempt, response, path: str, model: str, *, stream: bool,
+                      started: float) -> Response:
+    """An OpenAI-compatible backend's answer in Ollama's shape."""
+    if response.status_code >= 400 or not stream:
+        if stream:
+            await response.aread()
+            await response.aclose()
+        if response.status_code >= 400:
+            return ollama_error(response.status_code, translate.error_message(response.content))
+        try:
+            return Response(translate.response(path, response.content, model, started), media_type="application/json")
+        except (ValueError, KeyError, IndexError, TypeError):
+            return ollama_error(502, f"the backend {attempt.state.name} sent an answer that is not OpenAI's shape")
+    return StreamingResponse(gateway.relay_translated(attempt, response, path, model, started),
+                             media_type="application/x-ndjson")
 
 
 def add_routes(router) -> None:
@@ -128,10 +157,11 @@ def add_routes(router) -> None:
                 continue
             for route in configured.routes:
                 state = gateway.backends.states[route.backend]
-                if state.up and state.config.kind == "ollama":
+                if state.up and state.config.kind in ("ollama", "openai"):
                     upstream = route.model or name
                     found = next((e for e in state.models if e.get("name") in (upstream, f"{upstream}:latest")), {})
-                    seen[name] = {**found, "name": name, "model": name}
+                    seen[name] = {"modified_at": "1970-01-01T00:00:00Z", "size": 0, "digest": "", "details": {},
+                                  **found, "name": name, "model": name}
                     break
         return JSONResponse({"models": list(seen.values())})
 

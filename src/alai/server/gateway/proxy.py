@@ -7,8 +7,9 @@ the same anywhere, and the cloud is not for models that do not exist. Nothing re
 the client until a route has answered; once a stream has begun, an upstream failure
 is reported in the stream (an `{"error": …}` line), never as a clean end.
 
-This version forwards Ollama requests to Ollama backends; routes to OpenAI-compatible
-or Anthropic backends need protocol translation and are skipped for Ollama requests.
+Ollama requests go to Ollama backends as they are, and to OpenAI-compatible backends
+translated (gateway/translate.py: chat, generate, embeddings); routes to Anthropic
+backends are skipped for Ollama requests (not translated yet).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from dataclasses import dataclass
 import httpx
 import orjson
 
+from alai.server.gateway import translate
 from alai.server.gateway.backends import Backends, BackendState, describe, headers_for
 from alai.server.gateway.config import GatewayConfig
 
@@ -53,13 +55,16 @@ class Gateway:
     backends: Backends
     client: httpx.AsyncClient
 
-    def attempts(self, model: str, *, kind: str = "ollama") -> list[Attempt]:
-        """The routes to try for `model`, in order; raises ModelNotFound or Unavailable."""
+    def attempts(self, model: str, *, kind: str = "ollama", path: str | None = None) -> list[Attempt]:
+        """The routes to try for `model`, in order; raises ModelNotFound or Unavailable.
+
+        Routes to backends of another protocol count when the request can be translated
+        (an Ollama chat, generate or embedding request for an OpenAI-compatible backend)."""
         states = self.backends.states
         configured = self.config.models.get(model)
         if configured is not None:
             routes = [Attempt(states[route.backend], route.model or model) for route in configured.routes
-                      if states[route.backend].config.kind == kind]
+                      if self._speaks(states[route.backend].config.kind, kind, path)]
             usable = [attempt for attempt in routes if attempt.state.usable]
             if usable:
                 return usable
@@ -80,27 +85,35 @@ class Gateway:
                               detail=f"model '{model}' is paused: the backend that has it is down: {names}")
         raise ModelNotFound(model)
 
-    async def wait_for_route(self, model: str, seconds: float) -> list[Attempt]:
+    @staticmethod
+    def _speaks(backend_kind: str, kind: str, path: str | None) -> bool:
+        return backend_kind == kind or (kind == "ollama" and backend_kind == "openai" and
+                                        (path is None or path in translate.TRANSLATABLE))
+
+    async def wait_for_route(self, model: str, seconds: float, *, path: str | None = None) -> list[Attempt]:
         """As `attempts`, waiting up to `seconds` for a paused model's backend to return."""
         deadline = asyncio.get_running_loop().time() + seconds
         while True:
             try:
-                return self.attempts(model)
+                return self.attempts(model, path=path)
             except Unavailable:
                 if asyncio.get_running_loop().time() >= deadline:
                     raise
             await asyncio.sleep(0.25)
 
-    async def open(self, attempts: list[Attempt], path: str, body: dict, *, model: str,
+    async def open(self, attempts: list[Attempt], path: str, body: dict, *, model: str, stream: bool,
                    read_whole: bool) -> tuple[Attempt, httpx.Response]:
         """The first route that answers (status < 500), its response open (or read, with
         `read_whole`, so that a failure half-way can still go to the next route)."""
         failures = []
         for attempt in attempts:
             config = attempt.state.config
-            payload = {**body, "model": attempt.upstream_model}
+            if config.kind == "ollama":
+                upstream_path, payload = path, {**body, "model": attempt.upstream_model}
+            else:
+                upstream_path, payload = translate.request(path, body, attempt.upstream_model, stream=stream)
             request = self.client.build_request(
-                "POST", config.url + path, content=orjson.dumps(payload),
+                "POST", config.url + upstream_path, content=orjson.dumps(payload),
                 headers={"Content-Type": "application/json", **headers_for(config)},
                 timeout=httpx.Timeout(config.read_timeout_seconds, connect=config.connect_timeout_seconds))
             try:
@@ -135,6 +148,20 @@ class Gateway:
                 async for line in response.aiter_lines():
                     if line:
                         yield relabel(line, model) + b"\n"
+        except (httpx.TransportError, httpx.TimeoutException) as error:
+            self.backends.mark_down(attempt.state, error)
+            yield orjson.dumps({"error": f"the backend {attempt.state.name} failed during the answer: "
+                                         f"{describe(error)}"}) + b"\n"
+        finally:
+            await response.aclose()
+
+
+    async def relay_translated(self, attempt: Attempt, response: httpx.Response, path: str, model: str,
+                               started: float) -> AsyncIterator[bytes]:
+        """An OpenAI-compatible backend's SSE stream as Ollama's NDJSON."""
+        try:
+            async for line in translate.stream(path, response.aiter_lines(), model, started):
+                yield line
         except (httpx.TransportError, httpx.TimeoutException) as error:
             self.backends.mark_down(attempt.state, error)
             yield orjson.dumps({"error": f"the backend {attempt.state.name} failed during the answer: "

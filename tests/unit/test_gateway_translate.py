@@ -1,0 +1,64 @@
+"""Ollama ↔ OpenAI translation: requests, whole answers, streams (including a stream that
+ends without [DONE], which must not look like a clean end)."""
+
+import asyncio
+import json
+
+from alai.server.gateway import translate
+
+
+def test_chat_and_generate_requests_become_chat_completions():
+    path, body = translate.request("/api/chat", {
+        "model": "q", "messages": [{"role": "user", "content": "hi"}], "format": "json",
+        "options": {"temperature": 0.2, "num_predict": 50, "stop": ["\n"], "mirostat": 1}}, "meta/llama", stream=True)
+    assert path == "/v1/chat/completions"
+    assert body == {"model": "meta/llama", "messages": [{"role": "user", "content": "hi"}], "stream": True,
+                    "temperature": 0.2, "max_tokens": 50, "stop": ["\n"], "response_format": {"type": "json_object"},
+                    "stream_options": {"include_usage": True}}
+    _, generate = translate.request("/api/generate", {"model": "q", "prompt": "p", "system": "s"}, "m", stream=False)
+    assert generate["messages"] == [{"role": "system", "content": "s"}, {"role": "user", "content": "p"}]
+    assert "stream_options" not in generate
+    assert translate.request("/api/embeddings", {"model": "e", "prompt": "t"}, "E", stream=False) == (
+        "/v1/embeddings", {"model": "E", "input": "t"})
+
+
+def test_a_whole_answer_and_errors():
+    answer = json.dumps({"choices": [{"message": {"role": "assistant", "content": "done it"},
+                                      "finish_reason": "length"}],
+                         "usage": {"prompt_tokens": 3, "completion_tokens": 2}}).encode()
+    ollama = json.loads(translate.response("/api/chat", answer, "asked", 0.0))
+    assert ollama["model"] == "asked" and ollama["message"]["content"] == "done it" and ollama["done"]
+    assert ollama["done_reason"] == "length" and ollama["prompt_eval_count"] == 3 and ollama["eval_count"] == 2
+    assert translate.error_message(b'{"error": {"message": "Unable to access model x"}}') == "Unable to access model x"
+    assert translate.error_message(b"upstream exploded") == "upstream exploded"
+
+
+def _run(lines: list[str], path: str = "/api/chat") -> list[dict]:
+    async def source():
+        for line in lines:
+            yield line
+
+    async def collect():
+        return [json.loads(chunk) async for chunk in translate.stream(path, source(), "asked", 0.0)]
+
+    return asyncio.run(collect())
+
+
+def test_a_stream_delta_by_delta_then_done_with_usage():
+    def event(choices, **extra):
+        return "data: " + json.dumps({"choices": choices, **extra})
+
+    got = _run([event([{"delta": {"role": "assistant", "content": "Hel"}}]), "",
+                event([{"delta": {"content": "lo"}, "finish_reason": "stop"}]),
+                event([], usage={"prompt_tokens": 1, "completion_tokens": 2}), "data: [DONE]"])
+    assert [g["message"]["content"] for g in got] == ["Hel", "lo", ""]
+    assert got[-1]["done"] and got[-1]["eval_count"] == 2 and not got[0]["done"]
+    generated = _run([event([{"delta": {"content": "x"}}]), "data: [DONE]"], "/api/generate")
+    assert generated[0]["response"] == "x" and generated[-1]["done"]
+
+
+def test_a_stream_cut_short_or_failing_ends_with_an_error():
+    cut = _run(['data: {"choices": [{"delta": {"content": "par"}}]}'])
+    assert cut[-1] == {"error": "the backend ended the answer early"}
+    failed = _run(['data: {"error": {"message": "overloaded"}}'])
+    assert failed == [{"error": "overloaded"}]
