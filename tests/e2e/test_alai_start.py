@@ -5,6 +5,7 @@ import socket
 
 import httpx
 import ollama
+import openai
 import pytest
 
 from tests.fakes.ollama import FakeOllamaProcess
@@ -61,6 +62,14 @@ def test_scripts_without_a_token_work_through_the_local_proxy(cli_env):
         finally:
             plain._client.close()
         assert httpx.get(f"http://127.0.0.1:{port}/").text == "Ollama is running"
+        # OpenAI-style tools pointed at the proxy: whatever key they send, the login's token goes on.
+        compatible = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="ollama")
+        try:
+            answer = compatible.chat.completions.create(model="qwen3.5:27b",
+                                                        messages=[{"role": "user", "content": "oai"}])
+            assert answer.choices[0].message.content == "[anvil] echo: oai"
+        finally:
+            compatible.close()
 
         status = run_cli("start", "--status", env=cli_env)
         assert status.returncode == 0 and "running on" in status.stdout and "requests forwarded" in status.stdout

@@ -10,6 +10,7 @@ import time
 
 import httpx
 import ollama
+import openai
 import pytest
 
 from tests.fakes.ollama import FakeOllamaProcess
@@ -205,6 +206,10 @@ def test_anvil_down_fallbacks_answer_paused_models_wait_and_traffic_returns(gate
                         json={"model": "alaiml-task", "messages": [{"role": "user", "content": "hi"}]})
     assert paused.status_code == 503 and paused.headers["retry-after"] == "7"
     assert "paused" in paused.json()["error"] and "anvil" in paused.json()["error"]
+    paused_openai = httpx.post(gateway.url + "/v1/chat/completions", headers=AUTH,
+                               json={"model": "alaiml-task", "messages": [{"role": "user", "content": "hi"}]})
+    assert paused_openai.status_code == 503 and paused_openai.headers["retry-after"] == "7"
+    assert paused_openai.json()["error"]["code"] == "model_paused"
     # A model only anvil had is paused too, not "not found".
     with pytest.raises(ollama.ResponseError) as only_anvil:
         api.embed(model="bge-m3", input="x")
@@ -250,3 +255,24 @@ def test_an_openai_compatible_backend_answers_ollama_requests(gateway, api):
                          json={"model": "wrong-key", "messages": [{"role": "user", "content": "hi"}]})
     assert refused.status_code == 503 and "refused the gateway's credentials" in refused.json()["error"]
     assert "not-the-key" not in refused.text
+
+
+def test_the_openai_client_works_through_the_gateway(gateway):
+    client = openai.OpenAI(base_url=gateway.url + "/v1", api_key=TOKEN)  # the bearer token as the API key
+    try:
+        ids = {model.id for model in client.models.list()}
+        assert {"qwen3.5:27b", "devstral:24b", LLAMA, "llama-70b", "orchestrator"} <= ids
+        whole = client.chat.completions.create(model="qwen3.5:27b", messages=[{"role": "user", "content": "hi"}])
+        assert whole.choices[0].message.content == "[anvil] echo: hi" and whole.model == "qwen3.5:27b"
+        chunks = list(client.chat.completions.create(model="llama-70b", stream=True,
+                                                     messages=[{"role": "user", "content": "stream me"}]))
+        assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == "[together] echo: stream me"
+        assert all(c.model == "llama-70b" for c in chunks)  # renamed back from the upstream name
+        assert len(client.embeddings.create(model="cloud-embed", input=["a", "b"]).data) == 2
+        with pytest.raises(openai.NotFoundError) as missing:
+            client.chat.completions.create(model="no-such", messages=[{"role": "user", "content": "x"}])
+        assert missing.value.body["code"] == "model_not_found"
+        with pytest.raises(openai.BadRequestError):
+            client.chat.completions.create(model="", messages=[{"role": "user", "content": "x"}])
+    finally:
+        client.close()

@@ -1,5 +1,6 @@
 """A fake Ollama server speaking Ollama's wire format: NDJSON streams, `stream: false`,
-`{"error": …}` bodies with Ollama's status codes, model lists.
+`{"error": …}` bodies with Ollama's status codes, model lists — and, as Ollama does,
+the OpenAI API under /v1 (tests/fakes/openai_compat.py, without a key).
 
 Each answer starts with the server's name in brackets ("[anvil] …"), so a test can
 tell which backend answered. Run as a process (the gateway's tests kill and restart it):
@@ -160,7 +161,13 @@ def make_app(name: str, models: list[str], delay: float = 0.0) -> Starlette:
     async def root(request: Request) -> Response:
         return PlainTextResponse("Ollama is running")
 
+    # Ollama also serves the OpenAI API under /v1 (no key).
+    from tests.fakes import openai_compat
+
+    openai_routes = [route for route in openai_compat.make_app(name, models, None, delay).routes
+                     if route.path.startswith("/v1/")]
     return Starlette(routes=[
+        *openai_routes,
         Route("/", root, methods=["GET", "HEAD"]),
         Route("/api/version", version), Route("/api/tags", tags), Route("/api/ps", ps),
         Route("/api/show", show, methods=["POST"]), Route("/api/chat", chat, methods=["POST"]),

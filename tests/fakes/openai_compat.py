@@ -28,9 +28,11 @@ def error(status: int, message: str, kind: str, code: str | None = None) -> JSON
                         status_code=status)
 
 
-def make_app(name: str, models: list[str], api_key: str, delay: float = 0.0) -> Starlette:
+def make_app(name: str, models: list[str], api_key: str | None, delay: float = 0.0) -> Starlette:
+    """`api_key` None: no key needed (as Ollama's own /v1 routes)."""
+
     def authorised(request: Request) -> bool:
-        return request.headers.get("authorization") == f"Bearer {api_key}"
+        return api_key is None or request.headers.get("authorization") == f"Bearer {api_key}"
 
     async def listed(request: Request) -> Response:
         if not authorised(request):

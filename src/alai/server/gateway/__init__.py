@@ -1,4 +1,4 @@
-"""gateway: the model gateway — Ollama-compatible routing across backends, failover, pause."""
+"""gateway: the model gateway — Ollama- and OpenAI-compatible routing across backends, failover, pause."""
 
 import contextlib
 
@@ -6,9 +6,10 @@ from alai.server.modules import Module
 
 
 def _router():
-    from alai.server.gateway import ollama_api, routes
+    from alai.server.gateway import ollama_api, openai_api, routes
 
     router = ollama_api.router_factory()
+    openai_api.add_routes(router)
     routes.add_routes(router)
     return router
 

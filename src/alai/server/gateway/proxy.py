@@ -75,7 +75,7 @@ class Gateway:
             raise Unavailable(model, paused=False, retry_after=configured.retry_after_seconds,
                               detail=f"model '{model}': no backend is up: {down}")
         usable = [Attempt(state, model) for state in states.values()
-                  if state.config.kind == kind and state.usable and state.has_model(model)]
+                  if self._speaks(state.config.kind, kind, path) and state.usable and state.has_model(model)]
         if usable:
             return usable
         away = [state for state in states.values() if not state.usable and state.has_model(model)]
@@ -87,28 +87,30 @@ class Gateway:
 
     @staticmethod
     def _speaks(backend_kind: str, kind: str, path: str | None) -> bool:
-        return backend_kind == kind or (kind == "ollama" and backend_kind == "openai" and
-                                        (path is None or path in translate.TRANSLATABLE))
+        if kind == "openai":  # Ollama serves the OpenAI API too (/v1/chat/completions …)
+            return backend_kind in ("openai", "ollama")
+        return backend_kind == kind or (backend_kind == "openai" and (path is None or path in translate.TRANSLATABLE))
 
-    async def wait_for_route(self, model: str, seconds: float, *, path: str | None = None) -> list[Attempt]:
+    async def wait_for_route(self, model: str, seconds: float, *, kind: str = "ollama",
+                             path: str | None = None) -> list[Attempt]:
         """As `attempts`, waiting up to `seconds` for a paused model's backend to return."""
         deadline = asyncio.get_running_loop().time() + seconds
         while True:
             try:
-                return self.attempts(model, path=path)
+                return self.attempts(model, kind=kind, path=path)
             except Unavailable:
                 if asyncio.get_running_loop().time() >= deadline:
                     raise
             await asyncio.sleep(0.25)
 
     async def open(self, attempts: list[Attempt], path: str, body: dict, *, model: str, stream: bool,
-                   read_whole: bool) -> tuple[Attempt, httpx.Response]:
+                   read_whole: bool, surface: str = "ollama") -> tuple[Attempt, httpx.Response]:
         """The first route that answers (status < 500), its response open (or read, with
         `read_whole`, so that a failure half-way can still go to the next route)."""
         failures = []
         for attempt in attempts:
             config = attempt.state.config
-            if config.kind == "ollama":
+            if surface == "openai" or config.kind == "ollama":
                 upstream_path, payload = path, {**body, "model": attempt.upstream_model}
             else:
                 upstream_path, payload = translate.request(path, body, attempt.upstream_model, stream=stream)
@@ -135,23 +137,33 @@ class Gateway:
         raise Unavailable(model, paused=False, retry_after=configured.retry_after_seconds if configured else 5,
                           detail=f"model '{model}': every route failed: {'; '.join(failures)}")
 
-    async def relay(self, attempt: Attempt, response: httpx.Response, model: str) -> AsyncIterator[bytes]:
-        """The upstream body chunk by chunk as it comes (NDJSON lines re-labelled with the
-        name asked for when the route renames the model); a failure half-way becomes an
-        `{"error": …}` line."""
+    async def relay(self, attempt: Attempt, response: httpx.Response, model: str, *,
+                    sse: bool = False) -> AsyncIterator[bytes]:
+        """The upstream body chunk by chunk as it comes (NDJSON lines, or SSE `data:` lines,
+        re-labelled with the name asked for when the route renames the model); a failure
+        half-way becomes an `{"error": …}` line (an SSE `data:` event with `sse`)."""
         rename = attempt.upstream_model != model
         try:
             if not rename:
                 async for chunk in response.aiter_raw():
                     yield chunk
+            elif sse:
+                async for line in response.aiter_lines():
+                    data = line[5:].strip() if line.startswith("data:") else None
+                    if data and data != "[DONE]":
+                        line = "data: " + relabel(data, model).decode()
+                    yield line.encode() + b"\n"
             else:
                 async for line in response.aiter_lines():
                     if line:
                         yield relabel(line, model) + b"\n"
         except (httpx.TransportError, httpx.TimeoutException) as error:
             self.backends.mark_down(attempt.state, error)
-            yield orjson.dumps({"error": f"the backend {attempt.state.name} failed during the answer: "
-                                         f"{describe(error)}"}) + b"\n"
+            message = f"the backend {attempt.state.name} failed during the answer: {describe(error)}"
+            if sse:
+                yield b"data: " + orjson.dumps({"error": {"message": message, "type": "upstream_error"}}) + b"\n\n"
+            else:
+                yield orjson.dumps({"error": message}) + b"\n"
         finally:
             await response.aclose()
 
