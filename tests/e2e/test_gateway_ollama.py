@@ -5,12 +5,15 @@ which is killed and brought back."""
 import json
 import re
 import socket
+import subprocess
+import sys
 import threading
 import time
 
 import httpx
 import ollama
 import openai
+import psycopg
 import pytest
 
 from tests.fakes.ollama import FakeOllamaProcess
@@ -65,6 +68,8 @@ models:
     routes: [{{backend: together, model: "BAAI/bge-large-en-v1.5"}}]
   "wrong-key":
     routes: [{{backend: together-bad-key, model: "{LLAMA}"}}]
+prices:
+  - {{backend: together, input_per_million: 0.88, output_per_million: 0.88}}
 """)
     process = start_serve(env={"ALAI_DATABASE_URL": database_url, "ALAI_ADMIN_TOKEN": TOKEN,
                                "ALAI_DATA_DIR": str(base / "data"), "ALAI_GATEWAY_CONFIG": str(config),
@@ -276,3 +281,34 @@ def test_the_openai_client_works_through_the_gateway(gateway):
             client.chat.completions.create(model="", messages=[{"role": "user", "content": "x"}])
     finally:
         client.close()
+
+
+def test_usage_is_recorded_with_tokens_and_cost(gateway, database_url, tmp_path):
+    report = httpx.get(gateway.url + "/v1/gateway/usage", headers=AUTH, params={"by": "backend"}).json()
+    rows = {row["key"]: row for row in report["rows"]}
+    assert {"anvil", "forge", "together"} <= set(rows)
+    assert rows["together"]["tokens_out"] > 0 and rows["together"]["cost_usd"] > 0
+    assert rows["anvil"]["tokens_in"] > 0 and rows["anvil"]["cost_usd"] == 0  # no price for anvil: free
+    assert report["total"]["errors"] > 0  # the 404s, 503s and 502 of the other tests
+    with psycopg.connect(database_url) as conn:
+        paused = conn.execute("SELECT count(*) FROM gateway_usage WHERE model = 'alaiml-task' AND status = 503"
+                              ).fetchone()[0]
+        streamed = conn.execute("SELECT count(*) FROM gateway_usage WHERE backend = 'together' AND path = "
+                                "'/api/chat' AND first_byte_ms IS NOT NULL AND tokens_out > 0").fetchone()[0]
+    assert paused >= 1 and streamed >= 1
+    shown = run_cli("gateway", "usage", "--by", "model", "--since", "1d", env=cli_env(gateway))
+    assert shown.returncode == 0, shown.stderr
+    assert re.search(r"llama-70b\s+\d+\s+\d+\s+[\d,]+\s+[\d,]+\s+\$0\.\d{4}", shown.stdout)
+    assert re.search(r"total\s+[\d,]+", shown.stdout)
+
+    created = subprocess.run([sys.executable, "-m", "alai", "admin", "token", "create", "--name", "script",
+                              "--scopes", "gateway:use", "--json"], capture_output=True, text=True, timeout=60,
+                             env={"ALAI_DATABASE_URL": database_url, "HOME": str(tmp_path), "PATH": "/usr/bin:/bin"})
+    assert created.returncode == 0, created.stderr
+    script = {"Authorization": f"Bearer {json.loads(created.stdout)['token']}"}
+    assert httpx.post(gateway.url + "/api/generate", headers=script,
+                      json={"model": "devstral:24b", "prompt": "mine", "stream": False}).status_code == 200
+    own = httpx.get(gateway.url + "/v1/gateway/usage", headers=script, params={"by": "principal"}).json()
+    assert [row["key"] for row in own["rows"]] == ["script"] and own["rows"][0]["requests"] == 1
+    others = httpx.get(gateway.url + "/v1/gateway/usage", headers=script, params={"principal": "admin-token"})
+    assert others.status_code == 403

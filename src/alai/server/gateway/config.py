@@ -10,6 +10,9 @@
         routes: [{backend: anvil}]
         when_down: pause        # fine-tuned: wait for ANVIL, never answer from elsewhere
         retry_after_seconds: 60
+    prices:
+      - {backend: together, model: "meta-llama/Llama-3.3-70B-Instruct-Turbo", input_per_million: 0.88,
+         output_per_million: 0.88}
 
 A model that is not configured is routed to the first healthy backend whose model list
 (its /api/tags) has it. API keys may be written as `env:NAME` (read from the
@@ -74,11 +77,24 @@ class ModelConfig(BaseModel):
     retry_after_seconds: int = Field(default=30, ge=1, le=3600)
 
 
+class PriceConfig(BaseModel):
+    """US dollars per million tokens for a backend (and one upstream model, or all of them)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    backend: str
+    model: str | None = None
+    input_per_million: float = Field(ge=0)
+    output_per_million: float = Field(ge=0)
+
+
 class GatewayConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     backends: list[BackendConfig] = Field(default_factory=list)
     models: dict[str, ModelConfig] = Field(default_factory=dict)
+    # The first match counts: put model-specific prices before a backend's catch-all.
+    prices: list[PriceConfig] = Field(default_factory=list)
 
     @model_validator(mode="after")
     def _routes_name_backends(self) -> GatewayConfig:
@@ -89,6 +105,9 @@ class GatewayConfig(BaseModel):
             for route in config.routes:
                 if route.backend not in names:
                     raise ValueError(f"model {model!r} routes to an unknown backend {route.backend!r}")
+        for price in self.prices:
+            if price.backend not in names:
+                raise ValueError(f"a price names an unknown backend {price.backend!r}")
         return self
 
     def backend(self, name: str) -> BackendConfig:

@@ -19,6 +19,7 @@ from alai.server.deps import api_router, require_scope
 from alai.server.gateway import translate
 from alai.server.gateway.backends import headers_for
 from alai.server.gateway.proxy import Gateway, ModelNotFound, Unavailable, relabel
+from alai.server.gateway.usage import metering
 
 USE = Depends(require_scope("gateway:use"))
 MAX_BODY_BYTES = 64 * 1024 * 1024  # images travel base64-encoded inside the JSON
@@ -65,6 +66,11 @@ async def _forward(request: Request, path: str, *, streams: bool) -> Response:
     body = await _body(request)
     if isinstance(body, JSONResponse):
         return body
+    meter = await metering(request, "ollama", path, body["model"])
+    return meter.finish(await _answer(request, path, body, streams=streams))
+
+
+async def _answer(request: Request, path: str, body: dict, *, streams: bool) -> Response:
     model: str = body["model"]
     gateway = _gateway(request)
     stream = streams and body.get("stream", True) is not False
@@ -78,6 +84,7 @@ async def _forward(request: Request, path: str, *, streams: bool) -> Response:
                     else gateway.attempts(model, path=path))
         attempt, response = await gateway.open(attempts, path, body, model=model, stream=stream,
                                                read_whole=not stream)
+        request.state.gateway_attempt = attempt  # for the usage record
     except ModelNotFound as error:
         return ollama_error(404, str(error))
     except Unavailable as error:

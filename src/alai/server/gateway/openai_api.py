@@ -15,6 +15,7 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from alai.server.deps import require_scope
 from alai.server.gateway.ollama_api import MAX_BODY_BYTES, WAIT_HEADER, WAIT_MAX
 from alai.server.gateway.proxy import Gateway, ModelNotFound, Unavailable, relabel
+from alai.server.gateway.usage import metering
 
 USE = Depends(require_scope("gateway:use"))
 
@@ -49,6 +50,11 @@ async def _forward(request: Request, path: str) -> Response:
     body = await _body(request)
     if isinstance(body, JSONResponse):
         return body
+    meter = await metering(request, "openai", path, body["model"])
+    return meter.finish(await _answer(request, path, body))
+
+
+async def _answer(request: Request, path: str, body: dict) -> Response:
     model: str = body["model"]
     gateway: Gateway = request.app.state.gateway
     stream = bool(body.get("stream"))
@@ -61,6 +67,7 @@ async def _forward(request: Request, path: str) -> Response:
                     else gateway.attempts(model, kind="openai", path=path))
         attempt, response = await gateway.open(attempts, path, body, model=model, stream=stream,
                                                read_whole=not stream, surface="openai")
+        request.state.gateway_attempt = attempt  # for the usage record
     except ModelNotFound:
         return openai_error(404, f"The model `{model}` does not exist or you do not have access to it.",
                             "invalid_request_error", "model_not_found")

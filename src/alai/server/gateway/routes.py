@@ -2,15 +2,41 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
+from typing import Literal
+
 from fastapi import Depends, Request
 
-from alai.server.deps import require_scope
+from alai.server.deps import Connection, Principal, actor_name, require_scope
 from alai.server.gateway.proxy import Gateway, ModelNotFound, Unavailable
+from alai.server.problems import ProblemError
 
 USE = Depends(require_scope("gateway:use"))
 
 
 def add_routes(router) -> None:
+    @router.get("/v1/gateway/usage", tags=["gateway"])
+    async def usage_summary(request: Request, conn: Connection, since: datetime | None = None,
+                            by: Literal["backend", "model", "principal", "day"] = "model",
+                            principal: str | None = None,
+                            caller: Principal = Depends(require_scope("gateway:use"))) -> dict:
+        """Requests, errors, tokens, cost and latency since `since` (default: 30 days), per `by`.
+        Administrators see everyone (or `principal`); others see their own use."""
+        from alai.server.gateway import usage
+
+        await request.app.state.gateway_usage.flush()  # what has just been answered counts too
+        if not caller.has_scope("admin"):
+            if principal is not None and principal != actor_name(caller):
+                raise ProblemError(403, "only administrators see other principals' usage", slug="forbidden")
+            principal = actor_name(caller)
+        start = since or datetime.now(UTC) - timedelta(days=30)
+        rows = await usage.summary(conn, since=start, by=by, principal=principal)
+        return {"since": start.isoformat(), "by": by, "principal": principal, "rows": rows,
+                "total": {"requests": sum(r["requests"] for r in rows), "errors": sum(r["errors"] for r in rows),
+                          "tokens_in": sum(r["tokens_in"] for r in rows),
+                          "tokens_out": sum(r["tokens_out"] for r in rows),
+                          "cost_usd": round(sum(r["cost_usd"] for r in rows), 6)}}
+
     @router.get("/v1/gateway/config", dependencies=[USE], tags=["gateway"])
     async def config(request: Request) -> dict:
         """The configuration in force; API keys appear only as whether one is set."""
