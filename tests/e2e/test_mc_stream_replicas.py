@@ -79,6 +79,8 @@ def test_resume_on_the_other_replica_loses_nothing(replicas, database_url):
             except TimeoutError:
                 if done.is_set() and len(received) >= expected_total[0]:
                     return
+            except OSError:  # a replica too busy to accept now: the other one will do
+                time.sleep(0.1)
             target = second if target is first else first
 
     expected_total = [10**9]
@@ -91,7 +93,8 @@ def test_resume_on_the_other_replica_loses_nothing(replicas, database_url):
                                                   (start,))]
     expected_total[0] = len(all_ids)
     done.set()
-    reader.join(60)
+    reader.join(180)  # generous: on a loaded 2-core machine the 120 events can take a while
+    assert not reader.is_alive(), f"the subscriber got {len(received)} of {len(all_ids)} events in 180 s"
     assert len(all_ids) == 4 * 15 * 2
     assert received == all_ids  # every change, in order, exactly once, across reconnects and replicas
     # Each task's own changes arrive in the order they happened: created, then updated.
