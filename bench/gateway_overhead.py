@@ -35,6 +35,7 @@ sys.path.insert(0, str(ROOT))
 TOKEN = "bench-gateway-token"
 MODEL = "qwen3.5:27b"
 LITELLM_VENV = Path("/tmp/alai-bench-litellm-venv")
+LITELLM_KEY = "sk-bench-" + "5f" * 24
 
 
 def ensure_litellm() -> Path | None:
@@ -73,11 +74,12 @@ def measure(client: httpx.Client, path: str, body: dict, headers: dict, *, strea
         if stream:
             with client.stream("POST", path, json=body, headers=headers) as response:
                 response.raise_for_status()
-                for line in response.iter_lines():
+                lines = response.iter_lines()
+                for line in lines:
                     if line.strip() and line.strip() != "data: [DONE]":
                         break
                 out.append(time.perf_counter() - started)
-                for _ in response.iter_bytes():
+                for _ in lines:  # the rest of the answer
                     pass
         else:
             response = client.post(path, json=body, headers=headers)
@@ -123,9 +125,11 @@ def main() -> None:
                     litellm_process = subprocess.Popen(
                         [str(binary), "--config", str(litellm_config), "--port", str(port), "--host", "127.0.0.1",
                          "--num_workers", "1"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                        env={**os.environ, "LITELLM_LOG": "ERROR"})
+                        env={**os.environ, "LITELLM_LOG": "ERROR", "LITELLM_MASTER_KEY": LITELLM_KEY})
                     wait_for(f"http://127.0.0.1:{port}/health/liveliness")
-                    paths["litellm openai"] = (f"http://127.0.0.1:{port}", "/v1/chat/completions", {})
+                    # Authenticated like ours: a master key, sent as a bearer token.
+                    paths["litellm openai"] = (f"http://127.0.0.1:{port}", "/v1/chat/completions",
+                                               {"Authorization": f"Bearer {LITELLM_KEY}"})
                 samples: dict[tuple[str, bool], list[float]] = {(name, s): [] for name in paths for s in (False, True)}
                 clients = {name: httpx.Client(base_url=url, timeout=30) for name, (url, _, _) in paths.items()}
                 messages = [{"role": "user", "content": "hello there"}]
