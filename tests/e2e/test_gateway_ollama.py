@@ -10,12 +10,14 @@ import sys
 import threading
 import time
 
+import anthropic
 import httpx
 import ollama
 import openai
 import psycopg
 import pytest
 
+from tests.fakes.anthropic import FakeAnthropicProcess
 from tests.fakes.ollama import FakeOllamaProcess
 from tests.fakes.openai_compat import FakeOpenAIProcess
 from tests.support.processes import run_cli, start_serve
@@ -34,17 +36,18 @@ def fakes():
                               delay=0.002)
     forge = FakeOllamaProcess("forge", ["devstral:24b", "qwen2.5-coder:32b"])
     together = FakeOpenAIProcess("together", [LLAMA, "BAAI/bge-large-en-v1.5"], extra=("--api-key", "tg-key-123"))
-    for fake in (anvil, forge, together):
+    claude = FakeAnthropicProcess("claude", ["claude-sonnet-4-5"], extra=("--api-key", "sk-ant-fake-1"))
+    for fake in (anvil, forge, together, claude):
         fake.start()
-    yield anvil, forge, together
-    for fake in (anvil, forge, together):
+    yield anvil, forge, together, claude
+    for fake in (anvil, forge, together, claude):
         if fake.process and fake.process.poll() is None:
             fake.kill()
 
 
 @pytest.fixture(scope="module")
 def gateway(fakes, database_url, tmp_path_factory):
-    anvil, forge, together = fakes
+    anvil, forge, together, claude = fakes
     base = tmp_path_factory.mktemp("gateway")
     config = base / "gateway.yaml"
     config.write_text(f"""
@@ -53,6 +56,7 @@ backends:
   - {{name: forge, kind: ollama, url: "{forge.url}", health_interval_seconds: 0.5, api_key: "env:FORGE_KEY"}}
   - {{name: together, kind: openai, url: "{together.url}", health_interval_seconds: 0.5, api_key: "env:TOGETHER_KEY"}}
   - {{name: together-bad-key, kind: openai, url: "{together.url}", api_key: "not-the-key"}}
+  - {{name: claude, kind: anthropic, url: "{claude.url}", health_interval_seconds: 0.5, api_key: "env:ANTHROPIC_KEY"}}
 models:
   "qwen3.5:27b":
     routes: [{{backend: anvil}}, {{backend: forge, model: "qwen2.5-coder:32b"}}]
@@ -66,6 +70,8 @@ models:
     routes: [{{backend: together, model: "{LLAMA}"}}]
   "cloud-embed":
     routes: [{{backend: together, model: "BAAI/bge-large-en-v1.5"}}]
+  "claude-sonnet":
+    routes: [{{backend: claude, model: "claude-sonnet-4-5"}}]
   "wrong-key":
     routes: [{{backend: together-bad-key, model: "{LLAMA}"}}]
 prices:
@@ -73,7 +79,8 @@ prices:
 """)
     process = start_serve(env={"ALAI_DATABASE_URL": database_url, "ALAI_ADMIN_TOKEN": TOKEN,
                                "ALAI_DATA_DIR": str(base / "data"), "ALAI_GATEWAY_CONFIG": str(config),
-                               "FORGE_KEY": "sk-forge-secret-value", "TOGETHER_KEY": "tg-key-123"}, log_path=base / "serve.log")
+                               "FORGE_KEY": "sk-forge-secret-value", "TOGETHER_KEY": "tg-key-123",
+                               "ANTHROPIC_KEY": "sk-ant-fake-1"}, log_path=base / "serve.log")
     try:
         process.wait_ready()
         yield process
@@ -81,7 +88,7 @@ prices:
         process.process.terminate()
         process.process.wait(30)
         log = (base / "serve.log").read_text()
-        assert "sk-forge-secret-value" not in log and "tg-key-123" not in log
+        assert "sk-forge-secret-value" not in log and "tg-key-123" not in log and "sk-ant-fake-1" not in log
 
 
 @pytest.fixture
@@ -164,7 +171,7 @@ def test_config_and_status_show_no_secret(gateway):
     assert forge["api_key_set"] is True and "api_key" not in forge
     state = status(gateway)
     assert {b["name"]: b["up"] for b in state["backends"]} == {"anvil": True, "forge": True, "together": True,
-                                                               "together-bad-key": False}
+                                                               "together-bad-key": False, "claude": True}
     bad = next(b for b in state["backends"] if b["name"] == "together-bad-key")
     assert "refused the gateway's credentials" in bad["reason"]
     assert state["models"]["qwen3.5:27b"] == {"state": "routed", "backend": "anvil", "upstream_model": "qwen3.5:27b"}
@@ -175,7 +182,7 @@ def test_config_and_status_show_no_secret(gateway):
 
 
 def test_anvil_down_fallbacks_answer_paused_models_wait_and_traffic_returns(gateway, fakes, api):
-    anvil, _forge, _together = fakes
+    anvil = fakes[0]
     results: list[tuple[str, str]] = []
     stop = threading.Event()
 
@@ -312,3 +319,32 @@ def test_usage_is_recorded_with_tokens_and_cost(gateway, database_url, tmp_path)
     assert [row["key"] for row in own["rows"]] == ["script"] and own["rows"][0]["requests"] == 1
     others = httpx.get(gateway.url + "/v1/gateway/usage", headers=script, params={"principal": "admin-token"})
     assert others.status_code == 403
+
+
+def test_the_anthropic_client_works_through_the_gateway(gateway):
+    client = anthropic.Anthropic(base_url=gateway.url, auth_token=TOKEN)  # Authorization: Bearer
+    try:
+        user = [{"role": "user", "content": "hello claude"}]
+        native = client.messages.create(model="claude-sonnet", max_tokens=100, messages=user)
+        assert native.content[0].text == "[claude] echo: hello claude" and native.model == "claude-sonnet"
+        assert native.usage.output_tokens == 4 and native.stop_reason == "end_turn"
+        with client.messages.stream(model="claude-sonnet", max_tokens=100, messages=user) as stream:
+            assert "".join(stream.text_stream) == "[claude] echo: hello claude"
+            assert stream.get_final_message().model == "claude-sonnet"
+        # Answered by an OpenAI-compatible backend and by Ollama, translated both ways, streaming too.
+        cloud = client.messages.create(model="llama-70b", max_tokens=50, system="be brief",
+                                       messages=[{"role": "user", "content": [{"type": "text", "text": "hi"}]}])
+        assert cloud.content[0].text == "[together] echo: hi" and cloud.model == "llama-70b"
+        with client.messages.stream(model="llama-70b", max_tokens=50, messages=user) as stream:
+            assert "".join(stream.text_stream) == "[together] echo: hello claude"
+            final = stream.get_final_message()
+        assert final.stop_reason == "end_turn" and final.usage.output_tokens == 4
+        local = client.messages.create(model="qwen3.5:27b", max_tokens=50, messages=user)
+        assert local.content[0].text == "[anvil] echo: hello claude"
+        with pytest.raises(anthropic.NotFoundError):
+            client.messages.create(model="no-such", max_tokens=10, messages=user)
+    finally:
+        client.close()
+    missing = httpx.post(gateway.url + "/v1/messages", headers=AUTH, json={"model": "claude-sonnet", "messages": user})
+    assert missing.status_code == 400 and missing.json()["error"]["type"] == "invalid_request_error"
+    assert "max_tokens" in missing.json()["error"]["message"]

@@ -62,3 +62,39 @@ def test_a_stream_cut_short_or_failing_ends_with_an_error():
     assert cut[-1] == {"error": "the backend ended the answer early"}
     failed = _run(['data: {"error": {"message": "overloaded"}}'])
     assert failed == [{"error": "overloaded"}]
+
+
+def test_anthropic_requests_and_answers_translate_to_and_from_openai_chat():
+    from alai.server.gateway import anthropic_messages
+
+    body = anthropic_messages.to_openai({
+        "model": "claude", "max_tokens": 64, "system": [{"type": "text", "text": "brief"}], "stream": True,
+        "stop_sequences": ["END"], "messages": [{"role": "user", "content": [{"type": "text", "text": "a"},
+                                                                           {"type": "text", "text": "b"}]}]}, "up")
+    assert body == {"model": "up", "messages": [{"role": "system", "content": "brief"},
+                                                {"role": "user", "content": "ab"}],
+                    "stream": True, "max_tokens": 64, "stop": ["END"], "stream_options": {"include_usage": True}}
+    whole = json.loads(anthropic_messages.from_openai(json.dumps({
+        "choices": [{"message": {"content": "hi"}, "finish_reason": "length"}],
+        "usage": {"prompt_tokens": 2, "completion_tokens": 1}}).encode(), "claude"))
+    assert whole["content"] == [{"type": "text", "text": "hi"}] and whole["stop_reason"] == "max_tokens"
+    assert whole["usage"] == {"input_tokens": 2, "output_tokens": 1} and whole["model"] == "claude"
+
+    async def events(lines):
+        async def source():
+            for line in lines:
+                yield line
+        out = []
+        async for chunk in anthropic_messages.stream_from_openai(source(), "claude"):
+            name, data = chunk.decode().strip().split("\n")
+            out.append((name.removeprefix("event: "), json.loads(data.removeprefix("data: "))))
+        return out
+
+    got = asyncio.run(events(['data: {"choices": [{"delta": {"content": "Hi"}, "finish_reason": "stop"}]}',
+                              'data: {"choices": [], "usage": {"completion_tokens": 1}}', "data: [DONE]"]))
+    assert [name for name, _ in got] == ["message_start", "content_block_start", "content_block_delta",
+                                         "content_block_stop", "message_delta", "message_stop"]
+    assert got[2][1]["delta"] == {"type": "text_delta", "text": "Hi"}
+    assert got[4][1]["delta"]["stop_reason"] == "end_turn" and got[4][1]["usage"]["output_tokens"] == 1
+    cut = asyncio.run(events(['data: {"choices": [{"delta": {"content": "H"}}]}']))
+    assert cut[-1][0] == "error" and cut[-1][1]["error"]["type"] == "api_error"

@@ -6,10 +6,11 @@ from alai.server.modules import Module
 
 
 def _router():
-    from alai.server.gateway import ollama_api, openai_api, routes
+    from alai.server.gateway import anthropic_api, ollama_api, openai_api, routes
 
     router = ollama_api.router_factory()
     openai_api.add_routes(router)
+    anthropic_api.add_routes(router)
     routes.add_routes(router)
     return router
 

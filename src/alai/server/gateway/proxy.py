@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import httpx
 import orjson
 
-from alai.server.gateway import translate
+from alai.server.gateway import anthropic_messages, translate
 from alai.server.gateway.backends import Backends, BackendState, describe, headers_for
 from alai.server.gateway.config import GatewayConfig
 
@@ -89,6 +89,8 @@ class Gateway:
     def _speaks(backend_kind: str, kind: str, path: str | None) -> bool:
         if kind == "openai":  # Ollama serves the OpenAI API too (/v1/chat/completions …)
             return backend_kind in ("openai", "ollama")
+        if kind == "anthropic":  # natively, or translated to an OpenAI-style chat (anthropic_messages.py)
+            return True
         return backend_kind == kind or (backend_kind == "openai" and (path is None or path in translate.TRANSLATABLE))
 
     async def wait_for_route(self, model: str, seconds: float, *, kind: str = "ollama",
@@ -110,7 +112,13 @@ class Gateway:
         failures = []
         for attempt in attempts:
             config = attempt.state.config
-            if surface == "openai" or config.kind == "ollama":
+            if surface == "anthropic":
+                if config.kind == "anthropic":
+                    upstream_path, payload = path, {**body, "model": attempt.upstream_model}
+                else:
+                    upstream_path = "/v1/chat/completions"
+                    payload = anthropic_messages.to_openai(body, attempt.upstream_model)
+            elif surface == "openai" or config.kind == "ollama":
                 upstream_path, payload = path, {**body, "model": attempt.upstream_model}
             else:
                 upstream_path, payload = translate.request(path, body, attempt.upstream_model, stream=stream)
