@@ -345,6 +345,24 @@ def test_the_anthropic_client_works_through_the_gateway(gateway):
             client.messages.create(model="no-such", max_tokens=10, messages=user)
     finally:
         client.close()
+    # And the other way: Ollama and OpenAI requests answered by the Anthropic backend.
+    ollama_client = ollama.Client(host=gateway.url, headers=AUTH)
+    try:
+        assert chat_text(ollama_client, "claude-sonnet", "via ollama", stream=True) == "[claude] echo: via ollama"
+        whole = ollama_client.chat(model="claude-sonnet", messages=[{"role": "user", "content": "x y"}])
+        assert whole.message.content == "[claude] echo: x y" and whole.eval_count == 4
+    finally:
+        ollama_client._client.close()
+    openai_client = openai.OpenAI(base_url=gateway.url + "/v1", api_key=TOKEN)
+    try:
+        answer = openai_client.chat.completions.create(
+            model="claude-sonnet", messages=[{"role": "system", "content": "s"}, {"role": "user", "content": "oa"}])
+        assert answer.choices[0].message.content == "[claude] echo: oa" and answer.usage.completion_tokens == 3
+        chunks = list(openai_client.chat.completions.create(model="claude-sonnet", stream=True,
+                                                            messages=[{"role": "user", "content": "sse"}]))
+        assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == "[claude] echo: sse"
+    finally:
+        openai_client.close()
     missing = httpx.post(gateway.url + "/v1/messages", headers=AUTH, json={"model": "claude-sonnet", "messages": user})
     assert missing.status_code == 400 and missing.json()["error"]["type"] == "invalid_request_error"
     assert "max_tokens" in missing.json()["error"]["message"]

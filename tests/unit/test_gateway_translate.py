@@ -98,3 +98,40 @@ def test_anthropic_requests_and_answers_translate_to_and_from_openai_chat():
     assert got[4][1]["delta"]["stop_reason"] == "end_turn" and got[4][1]["usage"]["output_tokens"] == 1
     cut = asyncio.run(events(['data: {"choices": [{"delta": {"content": "H"}}]}']))
     assert cut[-1][0] == "error" and cut[-1][1]["error"]["type"] == "api_error"
+
+
+def test_an_anthropic_answer_becomes_openai_chat():
+    from alai.server.gateway import anthropic_messages
+
+    request = anthropic_messages.from_openai_request({"messages": [
+        {"role": "system", "content": "s1"}, {"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}],
+        "stop": "END", "temperature": 0.5}, "claude-x")
+    assert request == {"model": "claude-x", "system": "s1", "stream": False, "max_tokens": 4096, "temperature": 0.5,
+                       "stop_sequences": ["END"], "messages": [{"role": "user", "content": "q"},
+                                                               {"role": "assistant", "content": "a"}]}
+    whole = json.loads(anthropic_messages.to_openai_response(json.dumps({
+        "id": "msg_1", "content": [{"type": "text", "text": "hi"}], "stop_reason": "max_tokens",
+        "usage": {"input_tokens": 3, "output_tokens": 1}}).encode(), "asked"))
+    assert whole["choices"][0] == {"index": 0, "message": {"role": "assistant", "content": "hi"},
+                                   "finish_reason": "length"}
+    assert whole["usage"]["total_tokens"] == 4 and whole["model"] == "asked"
+
+    def event(kind, **data):
+        return "data: " + json.dumps({"type": kind, **data})
+
+    async def lines(source):
+        async def gen():
+            for line in source:
+                yield line
+        return [line async for line in anthropic_messages.openai_sse_from_anthropic(gen(), "asked") if line]
+
+    got = asyncio.run(lines([event("message_start", message={"usage": {"input_tokens": 5}}),
+                             event("content_block_delta", delta={"type": "text_delta", "text": "Hi"}),
+                             event("message_delta", delta={"stop_reason": "end_turn"}, usage={"output_tokens": 1}),
+                             event("message_stop")]))
+    assert got[-1] == "data: [DONE]"
+    chunks = [json.loads(line[6:]) for line in got[:-1]]
+    assert chunks[0]["choices"][0]["delta"] == {"content": "Hi"} and chunks[1]["choices"][0]["finish_reason"] == "stop"
+    assert chunks[2]["usage"] == {"prompt_tokens": 5, "completion_tokens": 1, "total_tokens": 6}
+    failed = asyncio.run(lines([event("error", error={"type": "overloaded_error", "message": "busy"})]))
+    assert json.loads(failed[0][6:]) == {"error": {"message": "busy", "type": "upstream_error"}}

@@ -108,3 +108,83 @@ async def stream_from_openai(lines: AsyncIterator[str], model: str) -> AsyncIter
                                              "stop_sequence": None},
                                    "usage": {"output_tokens": usage.get("completion_tokens", 0)}})
     yield _event("message_stop", {"type": "message_stop"})
+
+
+# -- the other way: an OpenAI-style chat answered by an Anthropic backend ---------------------
+
+DEFAULT_MAX_TOKENS = 4096  # Anthropic requires max_tokens; OpenAI and Ollama requests often omit it
+FINISH_REASONS = {"end_turn": "stop", "max_tokens": "length", "stop_sequence": "stop", "tool_use": "tool_calls"}
+
+
+def from_openai_request(body: dict, upstream_model: str) -> dict:
+    """An OpenAI chat request as an Anthropic Messages request."""
+    system = "\n".join(_text(m.get("content")) for m in body.get("messages") or [] if m.get("role") == "system")
+    messages = [{"role": "assistant" if m.get("role") == "assistant" else "user", "content": _text(m.get("content"))}
+                for m in body.get("messages") or [] if m.get("role") != "system"]
+    out: dict[str, Any] = {"model": upstream_model, "messages": messages, "stream": bool(body.get("stream")),
+                           "max_tokens": body.get("max_tokens") or body.get("max_completion_tokens")
+                           or DEFAULT_MAX_TOKENS}
+    if system:
+        out["system"] = system
+    for source, target in (("temperature", "temperature"), ("top_p", "top_p"), ("top_k", "top_k")):
+        if body.get(source) is not None:
+            out[target] = body[source]
+    if body.get("stop"):
+        out["stop_sequences"] = body["stop"] if isinstance(body["stop"], list) else [body["stop"]]
+    return out
+
+
+def to_openai_response(content: bytes, model: str) -> bytes:
+    """An Anthropic message as an OpenAI chat.completion."""
+    document = orjson.loads(content)
+    text = "".join(block.get("text", "") for block in document.get("content") or [] if block.get("type") == "text")
+    usage = document.get("usage") or {}
+    return orjson.dumps({
+        "id": "chatcmpl-" + str(document.get("id", "")).removeprefix("msg_"), "object": "chat.completion",
+        "created": 0, "model": model,
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": text},
+                     "finish_reason": FINISH_REASONS.get(document.get("stop_reason"), "stop")}],
+        "usage": {"prompt_tokens": usage.get("input_tokens", 0), "completion_tokens": usage.get("output_tokens", 0),
+                  "total_tokens": usage.get("input_tokens", 0) + usage.get("output_tokens", 0)}})
+
+
+async def openai_sse_from_anthropic(lines: AsyncIterator[str], model: str) -> AsyncIterator[str]:
+    """Anthropic's SSE events as OpenAI's SSE lines (`data: {chunk}`, blank separators,
+    `data: [DONE]`); an Anthropic `error` event becomes a `data: {"error": …}` line."""
+    input_tokens, output_tokens, finish = 0, 0, None
+
+    def chunk(choices: list, **extra) -> str:
+        return "data: " + orjson.dumps({"id": "chatcmpl-anthropic", "object": "chat.completion.chunk", "created": 0,
+                                        "model": model, "choices": choices, **extra}).decode()
+
+    async for line in lines:
+        if not line.startswith("data:"):
+            continue
+        try:
+            event = orjson.loads(line[5:])
+        except orjson.JSONDecodeError:
+            continue
+        kind = event.get("type")
+        if kind == "message_start":
+            input_tokens = ((event.get("message") or {}).get("usage") or {}).get("input_tokens", 0)
+        elif kind == "content_block_delta" and (event.get("delta") or {}).get("type") == "text_delta":
+            yield chunk([{"index": 0, "delta": {"content": event["delta"].get("text", "")}, "finish_reason": None}])
+            yield ""
+        elif kind == "message_delta":
+            finish = FINISH_REASONS.get((event.get("delta") or {}).get("stop_reason"), "stop")
+            output_tokens = (event.get("usage") or {}).get("output_tokens", output_tokens)
+        elif kind == "error":
+            message = (event.get("error") or {}).get("message", "the backend failed")
+            yield "data: " + orjson.dumps({"error": {"message": message, "type": "upstream_error"}}).decode()
+            yield ""
+            return
+        elif kind == "message_stop":
+            yield chunk([{"index": 0, "delta": {}, "finish_reason": finish or "stop"}])
+            yield ""
+            yield chunk([], usage={"prompt_tokens": input_tokens, "completion_tokens": output_tokens,
+                                   "total_tokens": input_tokens + output_tokens})
+            yield ""
+            yield "data: [DONE]"
+            yield ""
+            return
+    # No message_stop: let the reader see an early end (translate.stream reports it).

@@ -16,7 +16,7 @@ from fastapi import Depends, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
 
 from alai.server.deps import api_router, require_scope
-from alai.server.gateway import translate
+from alai.server.gateway import anthropic_messages, translate
 from alai.server.gateway.backends import headers_for
 from alai.server.gateway.proxy import Gateway, ModelNotFound, Unavailable, relabel
 from alai.server.gateway.usage import metering
@@ -94,7 +94,7 @@ async def _answer(request: Request, path: str, body: dict, *, streams: bool) -> 
         await response.aclose()
         return ollama_error(502, f"the backend {attempt.state.name} refused the gateway's credentials "
                                  f"(HTTP {response.status_code}); check its api_key in the gateway configuration")
-    if attempt.state.config.kind == "openai":
+    if attempt.state.config.kind in ("openai", "anthropic"):
         return await _translated(gateway, attempt, response, path, model, stream=stream, started=started)
     if response.status_code >= 400 or not stream:
         if stream:  # an error answer to a streamed request: read it whole
@@ -119,7 +119,10 @@ async def _translated(gateway: Gateway, attempt, response, path: str, model: str
         if response.status_code >= 400:
             return ollama_error(response.status_code, translate.error_message(response.content))
         try:
-            return Response(translate.response(path, response.content, model, started), media_type="application/json")
+            content = response.content
+            if attempt.state.config.kind == "anthropic":
+                content = anthropic_messages.to_openai_response(content, model)
+            return Response(translate.response(path, content, model, started), media_type="application/json")
         except (ValueError, KeyError, IndexError, TypeError):
             return ollama_error(502, f"the backend {attempt.state.name} sent an answer that is not OpenAI's shape")
     return StreamingResponse(gateway.relay_translated(attempt, response, path, model, started),

@@ -13,6 +13,7 @@ from fastapi import Depends, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from alai.server.deps import require_scope
+from alai.server.gateway import anthropic_messages, translate
 from alai.server.gateway.ollama_api import MAX_BODY_BYTES, WAIT_HEADER, WAIT_MAX
 from alai.server.gateway.proxy import Gateway, ModelNotFound, Unavailable, relabel
 from alai.server.gateway.usage import metering
@@ -79,6 +80,8 @@ async def _answer(request: Request, path: str, body: dict) -> Response:
         await response.aclose()
         return openai_error(502, f"the backend {attempt.state.name} refused the gateway's credentials "
                                  f"(HTTP {response.status_code})", "upstream_error")
+    if attempt.state.config.kind == "anthropic":
+        return await _from_anthropic(gateway, attempt, response, model, stream=stream)
     if response.status_code >= 400 or not stream:
         if stream:
             await response.aread()
@@ -89,6 +92,20 @@ async def _answer(request: Request, path: str, body: dict) -> Response:
         return Response(content, status_code=response.status_code,
                         media_type=response.headers.get("content-type", "application/json"))
     return StreamingResponse(gateway.relay(attempt, response, model, sse=True), status_code=response.status_code,
+                             media_type="text/event-stream", headers={"Cache-Control": "no-store"})
+
+
+async def _from_anthropic(gateway: Gateway, attempt, response, model: str, *, stream: bool) -> Response:
+    """An Anthropic backend's answer in OpenAI's shape."""
+    if response.status_code >= 400 or not stream:
+        if stream:
+            await response.aread()
+            await response.aclose()
+        if response.status_code >= 400:
+            return openai_error(response.status_code, translate.error_message(response.content), "upstream_error")
+        return Response(anthropic_messages.to_openai_response(response.content, model),
+                        media_type="application/json")
+    return StreamingResponse(gateway.relay_openai_from_anthropic(attempt, response, model),
                              media_type="text/event-stream", headers={"Cache-Control": "no-store"})
 
 

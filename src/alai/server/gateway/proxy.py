@@ -87,6 +87,8 @@ class Gateway:
 
     @staticmethod
     def _speaks(backend_kind: str, kind: str, path: str | None) -> bool:
+        if backend_kind == "anthropic" and kind != "anthropic":  # chats only, translated
+            return path is None or path in ("/api/chat", "/api/generate", "/v1/chat/completions")
         if kind == "openai":  # Ollama serves the OpenAI API too (/v1/chat/completions …)
             return backend_kind in ("openai", "ollama")
         if kind == "anthropic":  # natively, or translated to an OpenAI-style chat (anthropic_messages.py)
@@ -118,6 +120,11 @@ class Gateway:
                 else:
                     upstream_path = "/v1/chat/completions"
                     payload = anthropic_messages.to_openai(body, attempt.upstream_model)
+            elif config.kind == "anthropic":  # an OpenAI-style chat (the Ollama one first made so)
+                chat = body if surface == "openai" else translate.request(path, body, attempt.upstream_model,
+                                                                          stream=stream)[1]
+                upstream_path, payload = "/v1/messages", anthropic_messages.from_openai_request(
+                    chat, attempt.upstream_model)
             elif surface == "openai" or config.kind == "ollama":
                 upstream_path, payload = path, {**body, "model": attempt.upstream_model}
             else:
@@ -144,6 +151,19 @@ class Gateway:
         configured = self.config.models.get(model)
         raise Unavailable(model, paused=False, retry_after=configured.retry_after_seconds if configured else 5,
                           detail=f"model '{model}': every route failed: {'; '.join(failures)}")
+
+    async def relay_openai_from_anthropic(self, attempt: Attempt, response: httpx.Response,
+                                          model: str) -> AsyncIterator[bytes]:
+        """An Anthropic backend's SSE events as OpenAI's SSE chunks."""
+        try:
+            async for line in anthropic_messages.openai_sse_from_anthropic(response.aiter_lines(), model):
+                yield line.encode() + b"\n"
+        except (httpx.TransportError, httpx.TimeoutException) as error:
+            self.backends.mark_down(attempt.state, error)
+            message = f"the backend {attempt.state.name} failed during the answer: {describe(error)}"
+            yield b"data: " + orjson.dumps({"error": {"message": message, "type": "upstream_error"}}) + b"\n\n"
+        finally:
+            await response.aclose()
 
     async def relay(self, attempt: Attempt, response: httpx.Response, model: str, *,
                     sse: bool = False) -> AsyncIterator[bytes]:
@@ -178,9 +198,12 @@ class Gateway:
 
     async def relay_translated(self, attempt: Attempt, response: httpx.Response, path: str, model: str,
                                started: float) -> AsyncIterator[bytes]:
-        """An OpenAI-compatible backend's SSE stream as Ollama's NDJSON."""
+        """An OpenAI-compatible (or Anthropic) backend's SSE stream as Ollama's NDJSON."""
+        lines = response.aiter_lines()
+        if attempt.state.config.kind == "anthropic":
+            lines = anthropic_messages.openai_sse_from_anthropic(lines, model)
         try:
-            async for line in translate.stream(path, response.aiter_lines(), model, started):
+            async for line in translate.stream(path, lines, model, started):
                 yield line
         except (httpx.TransportError, httpx.TimeoutException) as error:
             self.backends.mark_down(attempt.state, error)
