@@ -3,6 +3,7 @@ no token of their own, through the control plane's gateway."""
 
 import socket
 
+import anthropic
 import httpx
 import ollama
 import openai
@@ -70,6 +71,13 @@ def test_scripts_without_a_token_work_through_the_local_proxy(cli_env):
             assert answer.choices[0].message.content == "[anvil] echo: oai"
         finally:
             compatible.close()
+        claude_style = anthropic.Anthropic(base_url=f"http://127.0.0.1:{port}", api_key="unused")
+        try:
+            reply = claude_style.messages.create(model="qwen3.5:27b", max_tokens=20,
+                                                 messages=[{"role": "user", "content": "msg"}])
+            assert reply.content[0].text == "[anvil] echo: msg"
+        finally:
+            claude_style.close()
 
         status = run_cli("start", "--status", env=cli_env)
         assert status.returncode == 0 and "running on" in status.stdout and "requests forwarded" in status.stdout

@@ -70,6 +70,8 @@ models:
     routes: [{{backend: together, model: "{LLAMA}"}}]
   "cloud-embed":
     routes: [{{backend: together, model: "BAAI/bge-large-en-v1.5"}}]
+  "ghost":
+    routes: [{{backend: anvil, model: "not-on-anvil"}}, {{backend: forge, model: "devstral:24b"}}]
   "claude-sonnet":
     routes: [{{backend: claude, model: "claude-sonnet-4-5"}}]
   "wrong-key":
@@ -140,6 +142,13 @@ def test_the_official_client_works_through_the_gateway(gateway, api):
     with pytest.raises(ollama.ResponseError) as missing:
         api.chat(model="no-such-model", messages=[{"role": "user", "content": "hi"}])
     assert missing.value.status_code == 404 and "not found" in missing.value.error
+
+
+def test_a_model_missing_upstream_is_a_404_not_a_failover(gateway, api):
+    with pytest.raises(ollama.ResponseError) as missing:
+        api.chat(model="ghost", messages=[{"role": "user", "content": "hi"}])
+    assert missing.value.status_code == 404 and "not-on-anvil" in missing.value.error  # forge was not asked
+    assert {b["name"]: b["up"] for b in status(gateway)["backends"]}["anvil"] is True  # and anvil is not "down"
 
 
 def test_bad_input_gets_ollama_style_errors(gateway):
