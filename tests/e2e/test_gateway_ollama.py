@@ -272,6 +272,24 @@ def test_an_openai_compatible_backend_answers_ollama_requests(gateway, api):
     assert whole.message.content == "[together] echo: whole" and whole.done_reason == "stop"
     assert api.generate(model="llama-70b", prompt="gen").response == "[together] echo: gen"
     assert len(api.embed(model="cloud-embed", input=["a", "b"]).embeddings) == 2
+    # Tool calls, both ways: the model asks for a tool; the answer goes back with the call's id.
+    weather = {"type": "function", "function": {"name": "get_weather", "description": "Weather of a city",
+                                                "parameters": {"type": "object", "properties": {
+                                                    "city": {"type": "string"}}, "required": ["city"]}}}
+    asked = [{"role": "user", "content": "what is the weather in Paris?"}]
+    for stream in (False, True):
+        if stream:
+            parts = list(api.chat(model="llama-70b", messages=asked, tools=[weather], stream=True))
+            calls = [call for part in parts for call in (part.message.tool_calls or [])]
+            assert parts[-1].done
+        else:
+            calls = api.chat(model="llama-70b", messages=asked, tools=[weather]).message.tool_calls
+        assert [(c.function.name, dict(c.function.arguments)) for c in calls] == [("get_weather", {"city": "Paris"})]
+    follow_up = api.chat(model="llama-70b", tools=[weather], messages=[
+        *asked, {"role": "assistant", "content": "", "tool_calls": [
+            {"function": {"name": "get_weather", "arguments": {"city": "Paris"}}}]},
+        {"role": "tool", "content": "18 degrees, sunny"}, {"role": "user", "content": "thanks"}])
+    assert follow_up.message.content == "[together] echo: thanks"
     refused = httpx.post(gateway.url + "/api/chat", headers=AUTH,
                          json={"model": "wrong-key", "messages": [{"role": "user", "content": "hi"}]})
     assert refused.status_code == 503 and "refused the gateway's credentials" in refused.json()["error"]

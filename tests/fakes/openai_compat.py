@@ -47,6 +47,13 @@ def make_app(name: str, models: list[str], api_key: str | None, delay: float = 0
             body = json.loads(await request.body())
         except ValueError:
             return error(400, "Could not parse the JSON body", "invalid_request_error")
+        ids = {call.get("id") for m in body.get("messages") or [] for call in m.get("tool_calls") or []}
+        for index, message in enumerate(body.get("messages") or []):
+            if message.get("role") == "tool" and message.get("tool_call_id") not in ids:
+                return error(400, f"Invalid parameter: messages[{index}]: messages with role 'tool' must be a "
+                                  "response to a preceding message with 'tool_calls'.", "invalid_request_error")
+            if any(not call.get("id") for call in message.get("tool_calls") or []):
+                return error(400, f"messages[{index}].tool_calls: each call needs an id", "invalid_request_error")
         if body.get("model") not in models:
             return error(404, f"Unable to access model {body.get('model')}. Please visit "
                               "https://api.together.ai/models to view the list of supported models.",
@@ -64,6 +71,32 @@ def make_app(name: str, models: list[str], api_key: str | None, delay: float = 0
         usage = {"prompt_tokens": len(prompt.split()), "completion_tokens": len(pieces),
                  "total_tokens": len(prompt.split()) + len(pieces)}
         ident, created = f"chatcmpl-{hashlib.md5(prompt.encode()).hexdigest()[:12]}", int(time.time())
+        tools = body.get("tools") or []
+        if tools and "weather" in prompt:  # call the first tool, arguments {"city": "Paris"}
+            name_of = tools[0]["function"]["name"]
+            if not body.get("stream"):
+                return JSONResponse({"id": ident, "object": "chat.completion", "created": created,
+                                     "model": body["model"], "usage": usage, "choices": [{
+                                         "index": 0, "finish_reason": "tool_calls", "message": {
+                                             "role": "assistant", "content": None, "tool_calls": [{
+                                                 "id": "call_abc", "type": "function", "function": {
+                                                     "name": name_of, "arguments": '{"city": "Paris"}'}}]}}]})
+
+            async def tool_stream():
+                head = {"index": 0, "id": "call_abc", "type": "function", "function": {"name": name_of,
+                                                                                        "arguments": ""}}
+                for fragment in ([head] + [{"index": 0, "function": {"arguments": part}}
+                                           for part in ('{"ci', 'ty": "Pa', 'ris"}')]):
+                    yield "data: " + json.dumps({"id": ident, "object": "chat.completion.chunk", "created": created,
+                                                 "model": body["model"], "choices": [{
+                                                     "index": 0, "delta": {"tool_calls": [fragment]},
+                                                     "finish_reason": None}]}) + "\n\n"
+                yield "data: " + json.dumps({"id": ident, "object": "chat.completion.chunk", "created": created,
+                                             "model": body["model"], "choices": [{
+                                                 "index": 0, "delta": {}, "finish_reason": "tool_calls"}]}) + "\n\n"
+                yield "data: [DONE]\n\n"
+
+            return StreamingResponse(tool_stream(), media_type="text/event-stream")
         if not body.get("stream"):
             return JSONResponse({"id": ident, "object": "chat.completion", "created": created, "model": body["model"],
                                  "choices": [{"index": 0, "message": {"role": "assistant", "content": "".join(pieces)},

@@ -135,3 +135,26 @@ def test_an_anthropic_answer_becomes_openai_chat():
     assert chunks[2]["usage"] == {"prompt_tokens": 5, "completion_tokens": 1, "total_tokens": 6}
     failed = asyncio.run(lines([event("error", error={"type": "overloaded_error", "message": "busy"})]))
     assert json.loads(failed[0][6:]) == {"error": {"message": "busy", "type": "upstream_error"}}
+
+
+def test_tool_calls_translate_with_ids_and_object_arguments():
+    _, body = translate.request("/api/chat", {"model": "m", "tools": [{"type": "function", "function": {"name": "f"}}],
+                                              "messages": [
+        {"role": "user", "content": "q"},
+        {"role": "assistant", "content": "", "tool_calls": [{"function": {"name": "f", "arguments": {"a": 1}}},
+                                                            {"function": {"name": "g", "arguments": {}}}]},
+        {"role": "tool", "content": "r1"}, {"role": "tool", "content": "r2"}]}, "up", stream=False)
+    assert body["tools"] == [{"type": "function", "function": {"name": "f"}}]
+    calls = body["messages"][1]["tool_calls"]
+    assert [c["id"] for c in calls] == ["call_0", "call_1"] and calls[0]["function"]["arguments"] == '{"a":1}'
+    assert [m["tool_call_id"] for m in body["messages"][2:]] == ["call_0", "call_1"]
+    answer = json.loads(translate.response("/api/chat", json.dumps({"choices": [{"finish_reason": "tool_calls",
+        "message": {"content": None, "tool_calls": [{"id": "x", "function": {"name": "f", "arguments": '{"b": 2}'}}]}}]
+    }).encode(), "m", 0.0))
+    assert answer["message"]["tool_calls"] == [{"function": {"name": "f", "arguments": {"b": 2}}}]
+    streamed = _run(['data: {"choices": [{"delta": {"tool_calls": [{"index": 0, "function": {"name": "f", '
+                     '"arguments": "{\\"c\\""}}]}}]}',
+                     'data: {"choices": [{"delta": {"tool_calls": [{"index": 0, "function": {"arguments": ": 3}"}}]},'
+                     ' "finish_reason": "tool_calls"}]}', "data: [DONE]"])
+    assert streamed[-2]["message"]["tool_calls"] == [{"function": {"name": "f", "arguments": {"c": 3}}}]
+    assert streamed[-1]["done"] and streamed[-1]["done_reason"] == "stop"

@@ -5,8 +5,9 @@ temperature, top_p, top_k, seed, stop, num_predict → max_tokens; `format: json
 `response_format`), `/api/embed` and `/api/embeddings` become `/v1/embeddings`.
 Answers come back in Ollama's shape: NDJSON lines from the SSE stream as each delta
 arrives, the last one `done` with the token counts; whole JSON for `stream: false`;
-`{"error": …}` with the upstream status for errors. Not translated (yet): tool calls,
-images.
+`{"error": …}` with the upstream status for errors. Tool calls both ways (function
+tools: the same shape; OpenAI's JSON-text arguments become Ollama's objects, streamed
+fragments are joined). Not translated (yet): images.
 """
 
 from __future__ import annotations
@@ -30,9 +31,48 @@ def now() -> str:
 
 def _messages(path: str, body: dict) -> list[dict]:
     if path == "/api/chat":
-        return [{"role": m.get("role", "user"), "content": m.get("content", "")} for m in body.get("messages") or []]
+        return _chat_messages(body.get("messages") or [])
     messages = [{"role": "system", "content": body["system"]}] if body.get("system") else []
     return [*messages, {"role": "user", "content": body.get("prompt", "")}]
+
+
+def _chat_messages(messages: list[dict]) -> list[dict]:
+    """Ollama's chat messages in OpenAI's terms. Tool calls: Ollama gives them no ids, so
+    each gets `call_<n>` and the tool answers that follow take those ids in order."""
+    out, pending, counter = [], [], 0
+    for message in messages:
+        role = message.get("role", "user")
+        converted: dict[str, Any] = {"role": role, "content": message.get("content", "")}
+        if role == "assistant" and message.get("tool_calls"):
+            calls = []
+            for call in message["tool_calls"]:
+                function = call.get("function") or {}
+                arguments = function.get("arguments", {})
+                call_id = call.get("id") or f"call_{counter}"
+                counter += 1
+                calls.append({"id": call_id, "type": "function", "function": {
+                    "name": function.get("name", ""),
+                    "arguments": arguments if isinstance(arguments, str) else orjson.dumps(arguments).decode()}})
+                pending.append(call_id)
+            converted["tool_calls"] = calls
+        elif role == "tool":
+            converted["tool_call_id"] = message.get("tool_call_id") or (pending.pop(0) if pending else "call_0")
+        out.append(converted)
+    return out
+
+
+def _ollama_tool_calls(calls: list[dict]) -> list[dict]:
+    """OpenAI tool calls (arguments as JSON text) as Ollama's (arguments as an object)."""
+    out = []
+    for call in calls:
+        function = call.get("function") or {}
+        arguments = function.get("arguments") or "{}"
+        try:
+            parsed = orjson.loads(arguments) if isinstance(arguments, str) else arguments
+        except orjson.JSONDecodeError:
+            parsed = {"_raw": arguments}
+        out.append({"function": {"name": function.get("name", ""), "arguments": parsed}})
+    return out
 
 
 def request(path: str, body: dict, upstream_model: str, *, stream: bool) -> tuple[str, dict]:
@@ -46,6 +86,8 @@ def request(path: str, body: dict, upstream_model: str, *, stream: bool) -> tupl
             out[target] = body["options"][source]
     if body.get("format") == "json":
         out["response_format"] = {"type": "json_object"}
+    if body.get("tools"):  # the same function-tool shape on both sides
+        out["tools"] = body["tools"]
     if stream:
         out["stream_options"] = {"include_usage": True}
     return "/v1/chat/completions", out
@@ -90,13 +132,19 @@ def response(path: str, content: bytes, model: str, started: float) -> bytes:
     if path == "/api/embeddings":
         return orjson.dumps({"embedding": document["data"][0]["embedding"]})
     choice = document["choices"][0]
-    text = (choice.get("message") or {}).get("content") or ""
-    return orjson.dumps(_final(path, model, text, choice.get("finish_reason"), document.get("usage"), started))
+    message = choice.get("message") or {}
+    final = _final(path, model, message.get("content") or "", choice.get("finish_reason"), document.get("usage"),
+                   started)
+    if message.get("tool_calls") and path == "/api/chat":
+        final["message"]["tool_calls"] = _ollama_tool_calls(message["tool_calls"])
+        final["done_reason"] = "stop"  # Ollama ends a tool-calling turn with "stop"
+    return orjson.dumps(final)
 
 
 async def stream(path: str, lines: AsyncIterator[str], model: str, started: float) -> AsyncIterator[bytes]:
     """OpenAI's SSE (`data: {…}` … `data: [DONE]`) as Ollama's NDJSON, delta by delta."""
     finish, usage = None, None
+    calls: dict[int, dict] = {}  # tool calls come in fragments, by index
     async for line in lines:
         if not line.startswith("data:"):
             continue
@@ -115,9 +163,19 @@ async def stream(path: str, lines: AsyncIterator[str], model: str, started: floa
             delta = (choice.get("delta") or {}).get("content")
             if delta:
                 yield orjson.dumps(_ollama_chunk(path, model, delta, False)) + b"\n"
+            for fragment in (choice.get("delta") or {}).get("tool_calls") or []:
+                call = calls.setdefault(fragment.get("index", 0), {"function": {"name": "", "arguments": ""}})
+                function = fragment.get("function") or {}
+                call["function"]["name"] += function.get("name") or ""
+                call["function"]["arguments"] += function.get("arguments") or ""
             finish = choice.get("finish_reason") or finish
     else:
         # The stream ended without [DONE]: an honest error, not a clean end.
         yield orjson.dumps({"error": "the backend ended the answer early"}) + b"\n"
         return
+    if calls and path == "/api/chat":  # as Ollama does: the calls in one message before the last line
+        message = _ollama_chunk(path, model, "", False)
+        message["message"]["tool_calls"] = _ollama_tool_calls([calls[index] for index in sorted(calls)])
+        yield orjson.dumps(message) + b"\n"
+        finish = "stop"
     yield orjson.dumps(_final(path, model, "", finish, usage, started)) + b"\n"
