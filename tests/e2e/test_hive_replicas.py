@@ -47,7 +47,9 @@ def test_every_subscriber_gets_every_message_once_in_order(replicas, database_ur
             server = servers[turn % len(servers)]
             turn += 1
             try:
-                with connect(ws_url(server, "load.>", after), additional_headers=HEADERS, open_timeout=5) as ws:
+                # max_queue=None: leaving with messages buffered must not wait out close_timeout.
+                with connect(ws_url(server, "load.>", after), additional_headers=HEADERS, open_timeout=5,
+                             max_queue=None, close_timeout=2) as ws:
                     while len(received) < expected:
                         message = json.loads(ws.recv(timeout=10))
                         received.append((message["topic"], message["id"]))

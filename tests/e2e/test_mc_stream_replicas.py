@@ -69,7 +69,10 @@ def test_resume_on_the_other_replica_loses_nothing(replicas, database_url):
         target = first
         while not done.is_set() or len(received) < expected_total[0]:
             try:
-                with connect(ws_url(target, after), additional_headers=HEADERS, open_timeout=5) as ws:
+                # max_queue=None: the client leaves with events still buffered; with websockets'
+                # flow control on, its close() then waits out close_timeout (10 s) every time.
+                with connect(ws_url(target, after), additional_headers=HEADERS, open_timeout=5, max_queue=None,
+                             close_timeout=2) as ws:
                     # Drop the connection after a few events, then resume on the other replica.
                     for _ in range(7):
                         message = json.loads(ws.recv(timeout=5))
