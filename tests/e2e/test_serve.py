@@ -160,3 +160,18 @@ def test_unreachable_database_url_is_one_line(serve):
 def test_python_dash_m_alai_runs_the_cli():
     result = run_cli("--version")
     assert result.returncode == 0 and result.stdout.startswith("alai ")
+
+
+@pytest.mark.parametrize(("content", "message"), [
+    ("backends: [{name: a, kind: llama, url: 'http://x'}]", "backends.0.kind"),
+    ("models: {m: {routes: [{backend: nowhere}]}}", "unknown backend 'nowhere'"),
+    (None, "cannot read the gateway configuration"),
+])
+def test_a_bad_gateway_configuration_stops_serve_in_one_line(tmp_path, content, message):
+    path = tmp_path / "gateway.yaml"
+    if content is not None:
+        path.write_text(content)
+    result = run_cli("serve", "--port", "9", env={"ALAI_GATEWAY_CONFIG": str(path),
+                                                   "ALAI_DATA_DIR": str(tmp_path / "data")})
+    assert result.returncode == 1 and message in result.stderr and "ALAI_GATEWAY_CONFIG" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1 and not (tmp_path / "data").exists()

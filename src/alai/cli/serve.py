@@ -41,6 +41,13 @@ def serve(host: str | None, port: int | None, data_dir: Path | None, modules: st
         first = error.errors()[0]
         field = ".".join(str(part) for part in first["loc"])
         raise click.ClickException(f"invalid setting {field} (ALAI_{field.upper()}): {first['msg']}") from None
+    if settings.gateway_config is not None:  # checked before anything starts: one line, not a traceback
+        from alai.server.gateway import config as gateway_config
+
+        try:
+            gateway_config.load(settings.gateway_config)
+        except gateway_config.ConfigError as error:
+            raise click.ClickException(f"{error} (ALAI_GATEWAY_CONFIG)") from None
     import psycopg
 
     try:
