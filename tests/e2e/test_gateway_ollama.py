@@ -366,6 +366,25 @@ def test_the_anthropic_client_works_through_the_gateway(gateway):
             assert "".join(stream.text_stream) == "[together] echo: hello claude"
             final = stream.get_final_message()
         assert final.stop_reason == "end_turn" and final.usage.output_tokens == 4
+        # Tool use, translated for an OpenAI-compatible backend: the call comes back as a tool_use
+        # block, and the tool_result goes back with its id.
+        tool = {"name": "get_weather", "description": "Weather of a city",
+                "input_schema": {"type": "object", "properties": {"city": {"type": "string"}}}}
+        asked = [{"role": "user", "content": "what is the weather in Paris?"}]
+        called = client.messages.create(model="llama-70b", max_tokens=50, tools=[tool], messages=asked)
+        uses = [block for block in called.content if block.type == "tool_use"]
+        assert called.stop_reason == "tool_use" and [(u.name, u.input) for u in uses] == [
+            ("get_weather", {"city": "Paris"})]
+        with client.messages.stream(model="llama-70b", max_tokens=50, tools=[tool], messages=asked) as stream:
+            streamed = stream.get_final_message()
+        assert [(b.name, b.input) for b in streamed.content if b.type == "tool_use"] == [
+            ("get_weather", {"city": "Paris"})]
+        answered = client.messages.create(model="llama-70b", max_tokens=50, tools=[tool], messages=[
+            *asked, {"role": "assistant", "content": [{"type": "tool_use", "id": uses[0].id, "name": "get_weather",
+                                                      "input": {"city": "Paris"}}]},
+            {"role": "user", "content": [{"type": "tool_result", "tool_use_id": uses[0].id, "content": "18 C"},
+                                         {"type": "text", "text": "thanks"}]}])
+        assert answered.content[0].text == "[together] echo: thanks"
         local = client.messages.create(model="qwen3.5:27b", max_tokens=50, messages=user)
         assert local.content[0].text == "[anvil] echo: hello claude"
         with pytest.raises(anthropic.NotFoundError):

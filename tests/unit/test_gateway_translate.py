@@ -158,3 +158,44 @@ def test_tool_calls_translate_with_ids_and_object_arguments():
                      ' "finish_reason": "tool_calls"}]}', "data: [DONE]"])
     assert streamed[-2]["message"]["tool_calls"] == [{"function": {"name": "f", "arguments": {"c": 3}}}]
     assert streamed[-1]["done"] and streamed[-1]["done_reason"] == "stop"
+
+
+def test_anthropic_tool_use_translates_to_openai_tools_and_back():
+    from alai.server.gateway import anthropic_messages
+
+    body = anthropic_messages.to_openai({"model": "c", "max_tokens": 9, "tools": [
+        {"name": "f", "description": "d", "input_schema": {"type": "object"}}], "messages": [
+        {"role": "user", "content": "q"},
+        {"role": "assistant", "content": [{"type": "text", "text": "let me"},
+                                          {"type": "tool_use", "id": "tu1", "name": "f", "input": {"x": 1}}]},
+        {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "tu1", "content": "42"},
+                                     {"type": "text", "text": "and?"}]}]}, "up")
+    assert body["tools"] == [{"type": "function", "function": {"name": "f", "description": "d",
+                                                               "parameters": {"type": "object"}}}]
+    assert body["messages"][1] == {"role": "assistant", "content": "let me", "tool_calls": [
+        {"id": "tu1", "type": "function", "function": {"name": "f", "arguments": '{"x":1}'}}]}
+    assert body["messages"][2:] == [{"role": "tool", "tool_call_id": "tu1", "content": "42"},
+                                    {"role": "user", "content": "and?"}]
+
+    async def events(lines):
+        async def source():
+            for line in lines:
+                yield line
+        out = []
+        async for chunk in anthropic_messages.stream_from_openai(source(), "c"):
+            name, data = chunk.decode().strip().split("\n")
+            out.append((name.removeprefix("event: "), json.loads(data.removeprefix("data: "))))
+        return out
+
+    got = asyncio.run(events([
+        'data: {"choices": [{"delta": {"tool_calls": [{"index": 0, "id": "call_1", "function": {"name": "f", '
+        '"arguments": "{\\"x\\""}}]}}]}',
+        'data: {"choices": [{"delta": {"tool_calls": [{"index": 0, "function": {"arguments": ": 2}"}}]}, '
+        '"finish_reason": "tool_calls"}]}', "data: [DONE]"]))
+    names = [name for name, _ in got]
+    assert names == ["message_start", "content_block_start", "content_block_stop", "content_block_start",
+                     "content_block_delta", "content_block_delta", "content_block_stop", "message_delta",
+                     "message_stop"]
+    assert got[3][1]["content_block"] == {"type": "tool_use", "id": "call_1", "name": "f", "input": {}}
+    assert "".join(d["delta"]["partial_json"] for n, d in got if n == "content_block_delta") == '{"x": 2}'
+    assert got[6][1]["index"] == 1 and got[7][1]["delta"]["stop_reason"] == "tool_use"

@@ -6,7 +6,10 @@ Requests: `system` and the messages (text blocks joined) become OpenAI messages;
 message, or the SSE events the Anthropic clients expect (message_start,
 content_block_start, content_block_delta per delta, content_block_stop,
 message_delta with the stop reason and usage, message_stop); an upstream failure
-becomes an `error` event. Not translated (yet): tool use, images.
+becomes an `error` event. Tool use both ways for this direction: tools and tool_use /
+tool_result blocks become OpenAI tools, tool_calls and `tool` messages, and the
+answer's calls come back as tool_use blocks (streamed as input_json_delta). Not
+translated (yet): images, and tools towards Anthropic backends.
 """
 
 from __future__ import annotations
@@ -35,12 +38,40 @@ def _text(content: Any) -> str:
     return ""
 
 
+def _openai_messages(message: dict) -> list[dict]:
+    """One Anthropic message as OpenAI messages: tool_use blocks become the assistant's
+    tool_calls, tool_result blocks become `tool` messages (before the user's text)."""
+    role, content = message.get("role", "user"), message.get("content")
+    if not isinstance(content, list):
+        return [{"role": role, "content": _text(content)}]
+    out: list[dict] = []
+    for block in content:
+        if isinstance(block, dict) and block.get("type") == "tool_result":
+            result = block.get("content")
+            out.append({"role": "tool", "tool_call_id": block.get("tool_use_id", ""),
+                        "content": result if isinstance(result, str) else _text(result)})
+    calls = [{"id": block.get("id", ""), "type": "function",
+              "function": {"name": block.get("name", ""), "arguments": orjson.dumps(block.get("input", {})).decode()}}
+             for block in content if isinstance(block, dict) and block.get("type") == "tool_use"]
+    text = _text(content)
+    if calls:
+        out.append({"role": "assistant", "content": text or None, "tool_calls": calls})
+    elif text or not out:
+        out.append({"role": role, "content": text})
+    return out
+
+
 def to_openai(body: dict, upstream_model: str) -> dict:
     messages = []
     if body.get("system"):
         messages.append({"role": "system", "content": _text(body["system"])})
-    messages += [{"role": m.get("role", "user"), "content": _text(m.get("content"))} for m in body.get("messages") or []]
+    for message in body.get("messages") or []:
+        messages += _openai_messages(message)
     out: dict[str, Any] = {"model": upstream_model, "messages": messages, "stream": bool(body.get("stream"))}
+    if body.get("tools"):
+        out["tools"] = [{"type": "function", "function": {
+            "name": tool.get("name", ""), "description": tool.get("description", ""),
+            "parameters": tool.get("input_schema") or {"type": "object"}}} for tool in body["tools"]]
     for source, target in (("max_tokens", "max_tokens"), ("temperature", "temperature"), ("top_p", "top_p"),
                            ("stop_sequences", "stop")):
         if body.get(source) is not None:
@@ -58,11 +89,27 @@ def from_openai(content: bytes, model: str) -> bytes:
     document = orjson.loads(content)
     choice = document["choices"][0]
     usage = document.get("usage") or {}
+    message = choice.get("message") or {}
+    blocks: list[dict] = [{"type": "text", "text": message["content"]}] if message.get("content") else []
+    blocks += [{"type": "tool_use", "id": call.get("id") or f"toolu_{index}",
+                "name": (call.get("function") or {}).get("name", ""),
+                "input": _arguments((call.get("function") or {}).get("arguments"))}
+               for index, call in enumerate(message.get("tool_calls") or [])]
     return orjson.dumps({
         "id": _message_id(), "type": "message", "role": "assistant", "model": model,
-        "content": [{"type": "text", "text": (choice.get("message") or {}).get("content") or ""}],
+        "content": blocks or [{"type": "text", "text": ""}],
         "stop_reason": STOP_REASONS.get(choice.get("finish_reason"), "end_turn"), "stop_sequence": None,
         "usage": {"input_tokens": usage.get("prompt_tokens", 0), "output_tokens": usage.get("completion_tokens", 0)}})
+
+
+def _arguments(text: Any) -> dict:
+    if isinstance(text, dict):
+        return text
+    try:
+        parsed = orjson.loads(text or "{}")
+    except orjson.JSONDecodeError:
+        return {"_raw": text}
+    return parsed if isinstance(parsed, dict) else {"value": parsed}
 
 
 def _event(name: str, data: dict) -> bytes:
@@ -77,6 +124,7 @@ async def stream_from_openai(lines: AsyncIterator[str], model: str) -> AsyncIter
     yield _event("content_block_start", {"type": "content_block_start", "index": 0,
                                          "content_block": {"type": "text", "text": ""}})
     finish, usage = None, {}
+    blocks: dict[int, int] = {}  # OpenAI tool call index -> Anthropic content block index
     async for line in lines:
         if not line.startswith("data:"):
             continue
@@ -98,11 +146,28 @@ async def stream_from_openai(lines: AsyncIterator[str], model: str) -> AsyncIter
             if delta:
                 yield _event("content_block_delta", {"type": "content_block_delta", "index": 0,
                                                      "delta": {"type": "text_delta", "text": delta}})
+            for fragment in (choice.get("delta") or {}).get("tool_calls") or []:
+                position = fragment.get("index", 0)
+                function = fragment.get("function") or {}
+                if position not in blocks:  # a new call: close the block before, open a tool_use block
+                    previous = max(blocks.values(), default=0)
+                    yield _event("content_block_stop", {"type": "content_block_stop", "index": previous})
+                    blocks[position] = previous + 1
+                    yield _event("content_block_start", {"type": "content_block_start", "index": blocks[position],
+                                                         "content_block": {"type": "tool_use",
+                                                                           "id": fragment.get("id") or
+                                                                           f"toolu_{position}",
+                                                                           "name": function.get("name", ""),
+                                                                           "input": {}}})
+                if function.get("arguments"):
+                    yield _event("content_block_delta", {"type": "content_block_delta", "index": blocks[position],
+                                                         "delta": {"type": "input_json_delta",
+                                                                   "partial_json": function["arguments"]}})
             finish = choice.get("finish_reason") or finish
     else:
         yield _event("error", error_body(502, "the backend ended the answer early"))
         return
-    yield _event("content_block_stop", {"type": "content_block_stop", "index": 0})
+    yield _event("content_block_stop", {"type": "content_block_stop", "index": max(blocks.values(), default=0)})
     yield _event("message_delta", {"type": "message_delta",
                                    "delta": {"stop_reason": STOP_REASONS.get(finish, "end_turn"),
                                              "stop_sequence": None},
