@@ -407,6 +407,23 @@ def test_the_anthropic_client_works_through_the_gateway(gateway):
         chunks = list(openai_client.chat.completions.create(model="claude-sonnet", stream=True,
                                                             messages=[{"role": "user", "content": "sse"}]))
         assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == "[claude] echo: sse"
+        # Tools toward the Anthropic backend, whole and streamed, and the answer back with its id.
+        function = {"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object"}}}
+        asked = [{"role": "user", "content": "weather in Paris?"}]
+        called = openai_client.chat.completions.create(model="claude-sonnet", messages=asked, tools=[function])
+        call = called.choices[0].message.tool_calls[0]
+        assert (call.function.name, json.loads(call.function.arguments)) == ("get_weather", {"city": "Paris"})
+        assert called.choices[0].finish_reason == "tool_calls"
+        pieces = list(openai_client.chat.completions.create(model="claude-sonnet", messages=asked, tools=[function],
+                                                            stream=True))
+        fragments = [t for c in pieces if c.choices for t in (c.choices[0].delta.tool_calls or [])]
+        assert fragments[0].function.name == "get_weather"
+        assert json.loads("".join(f.function.arguments or "" for f in fragments)) == {"city": "Paris"}
+        followed = openai_client.chat.completions.create(model="claude-sonnet", tools=[function], messages=[
+            *asked, {"role": "assistant", "content": None, "tool_calls": [
+                {"id": call.id, "type": "function", "function": {"name": "get_weather", "arguments": '{"city": "Paris"}'}}]},
+            {"role": "tool", "tool_call_id": call.id, "content": "18 C"}, {"role": "user", "content": "merci"}])
+        assert followed.choices[0].message.content == "[claude] echo: merci"
     finally:
         openai_client.close()
     missing = httpx.post(gateway.url + "/v1/messages", headers=AUTH, json={"model": "claude-sonnet", "messages": user})

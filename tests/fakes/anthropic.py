@@ -42,13 +42,41 @@ def make_app(name: str, models: list[str], api_key: str, delay: float = 0.0) -> 
         body = json.loads(await request.body())
         if body.get("model") not in models:
             return error(404, "not_found_error", f"model: {body.get('model')}")
+        used = {block.get("id") for m in body["messages"] if isinstance(m.get("content"), list)
+                for block in m["content"] if block.get("type") == "tool_use"}
+        for index, m in enumerate(body["messages"]):
+            for block in m.get("content") if isinstance(m.get("content"), list) else []:
+                if block.get("type") == "tool_result" and block.get("tool_use_id") not in used:
+                    return error(400, "invalid_request_error", f"messages.{index}: unexpected `tool_use_id` found in "
+                                                               "`tool_result` blocks")
         last = body["messages"][-1]["content"]
-        prompt = last if isinstance(last, str) else "".join(b.get("text", "") for b in last)
+        prompt = last if isinstance(last, str) else "".join(b.get("text", "") for b in last if b.get("type") == "text")
         words = f"[{name}] echo: {prompt}".split(" ")
         pieces = [word + (" " if i < len(words) - 1 else "") for i, word in enumerate(words)]
         usage = {"input_tokens": len(prompt.split()), "output_tokens": len(pieces)}
         message = {"id": "msg_fake0123", "type": "message", "role": "assistant", "model": body["model"],
                    "content": [], "stop_reason": None, "stop_sequence": None}
+        tools = body.get("tools") or []
+        if tools and "weather" in prompt:  # use the first tool with {"city": "Paris"}
+            use = {"type": "tool_use", "id": "toolu_fake1", "name": tools[0]["name"], "input": {"city": "Paris"}}
+            if not body.get("stream"):
+                return JSONResponse({**message, "content": [use], "stop_reason": "tool_use", "usage": usage})
+
+            def tool_event(kind: str, data: dict) -> str:
+                return f"event: {kind}\ndata: {json.dumps({'type': kind, **data})}\n\n"
+
+            async def tool_stream():
+                yield tool_event("message_start", {"message": {**message, "usage": usage}})
+                yield tool_event("content_block_start", {"index": 0, "content_block": {**use, "input": {}}})
+                for part in ('{"city"', ': "Paris"}'):
+                    yield tool_event("content_block_delta", {"index": 0, "delta": {"type": "input_json_delta",
+                                                                                    "partial_json": part}})
+                yield tool_event("content_block_stop", {"index": 0})
+                yield tool_event("message_delta", {"delta": {"stop_reason": "tool_use", "stop_sequence": None},
+                                                   "usage": {"output_tokens": 5}})
+                yield tool_event("message_stop", {})
+
+            return StreamingResponse(tool_stream(), media_type="text/event-stream")
         if not body.get("stream"):
             return JSONResponse({**message, "content": [{"type": "text", "text": "".join(pieces)}],
                                  "stop_reason": "end_turn", "usage": usage})

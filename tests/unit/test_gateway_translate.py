@@ -199,3 +199,47 @@ def test_anthropic_tool_use_translates_to_openai_tools_and_back():
     assert got[3][1]["content_block"] == {"type": "tool_use", "id": "call_1", "name": "f", "input": {}}
     assert "".join(d["delta"]["partial_json"] for n, d in got if n == "content_block_delta") == '{"x": 2}'
     assert got[6][1]["index"] == 1 and got[7][1]["delta"]["stop_reason"] == "tool_use"
+
+
+def test_openai_tools_translate_for_an_anthropic_backend_and_back():
+    from alai.server.gateway import anthropic_messages
+
+    request = anthropic_messages.from_openai_request({"tools": [{"type": "function", "function": {
+        "name": "f", "description": "d", "parameters": {"type": "object"}}}], "messages": [
+        {"role": "user", "content": "q"},
+        {"role": "assistant", "content": None, "tool_calls": [{"id": "c1", "function": {"name": "f",
+                                                                                     "arguments": '{"x": 1}'}}]},
+        {"role": "tool", "tool_call_id": "c1", "content": "42"}, {"role": "user", "content": "and?"}]}, "claude")
+    assert request["tools"] == [{"name": "f", "description": "d", "input_schema": {"type": "object"}}]
+    assert request["messages"][1] == {"role": "assistant", "content": [
+        {"type": "tool_use", "id": "c1", "name": "f", "input": {"x": 1}}]}
+    assert request["messages"][2] == {"role": "user", "content": [
+        {"type": "tool_result", "tool_use_id": "c1", "content": "42"}, {"type": "text", "text": "and?"}]}
+    whole = json.loads(anthropic_messages.to_openai_response(json.dumps({"content": [
+        {"type": "tool_use", "id": "tu", "name": "f", "input": {"y": 2}}], "stop_reason": "tool_use"}).encode(), "c"))
+    assert whole["choices"][0]["finish_reason"] == "tool_calls"
+    assert whole["choices"][0]["message"]["tool_calls"] == [
+        {"id": "tu", "type": "function", "function": {"name": "f", "arguments": '{"y":2}'}}]
+
+    def event(kind, **data):
+        return "data: " + json.dumps({"type": kind, **data})
+
+    async def lines(source):
+        async def gen():
+            for line in source:
+                yield line
+        return [json.loads(line[6:]) for line in
+                [x async for x in anthropic_messages.openai_sse_from_anthropic(gen(), "c") if x]
+                if line != "data: [DONE]"]
+
+    got = asyncio.run(lines([event("content_block_start", index=0, content_block={"type": "tool_use", "id": "tu",
+                                                                                    "name": "f", "input": {}}),
+                             event("content_block_delta", index=0, delta={"type": "input_json_delta",
+                                                                          "partial_json": '{"z"'}),
+                             event("content_block_delta", index=0, delta={"type": "input_json_delta",
+                                                                          "partial_json": ": 3}"}),
+                             event("message_delta", delta={"stop_reason": "tool_use"}), event("message_stop")]))
+    calls = [call for chunk in got for choice in chunk["choices"] for call in choice["delta"].get("tool_calls", [])]
+    assert calls[0]["id"] == "tu" and calls[0]["function"]["name"] == "f"
+    assert "".join(c["function"]["arguments"] for c in calls) == '{"z": 3}'
+    assert got[-2]["choices"][0]["finish_reason"] == "tool_calls"

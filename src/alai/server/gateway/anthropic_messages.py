@@ -8,8 +8,9 @@ content_block_start, content_block_delta per delta, content_block_stop,
 message_delta with the stop reason and usage, message_stop); an upstream failure
 becomes an `error` event. Tool use both ways for this direction: tools and tool_use /
 tool_result blocks become OpenAI tools, tool_calls and `tool` messages, and the
-answer's calls come back as tool_use blocks (streamed as input_json_delta). Not
-translated (yet): images, and tools towards Anthropic backends.
+answer's calls come back as tool_use blocks (streamed as input_json_delta); and the
+other way for OpenAI/Ollama chats answered by Anthropic backends. Not translated
+(yet): images.
 """
 
 from __future__ import annotations
@@ -184,8 +185,32 @@ FINISH_REASONS = {"end_turn": "stop", "max_tokens": "length", "stop_sequence": "
 def from_openai_request(body: dict, upstream_model: str) -> dict:
     """An OpenAI chat request as an Anthropic Messages request."""
     system = "\n".join(_text(m.get("content")) for m in body.get("messages") or [] if m.get("role") == "system")
-    messages = [{"role": "assistant" if m.get("role") == "assistant" else "user", "content": _text(m.get("content"))}
-                for m in body.get("messages") or [] if m.get("role") != "system"]
+    messages: list[dict] = []
+    for m in body.get("messages") or []:
+        role = m.get("role")
+        if role == "system":
+            continue
+        if role == "tool":  # a tool's answer: a tool_result block in a user turn (merged with the next ones)
+            block = {"type": "tool_result", "tool_use_id": m.get("tool_call_id", ""), "content": _text(m.get("content"))}
+            if messages and messages[-1]["role"] == "user" and isinstance(messages[-1]["content"], list):
+                messages[-1]["content"].append(block)
+            else:
+                messages.append({"role": "user", "content": [block]})
+            continue
+        if role == "assistant" and m.get("tool_calls"):
+            blocks: list[dict] = [{"type": "text", "text": _text(m.get("content"))}] if m.get("content") else []
+            blocks += [{"type": "tool_use", "id": call.get("id", ""),
+                        "name": (call.get("function") or {}).get("name", ""),
+                        "input": _arguments((call.get("function") or {}).get("arguments"))}
+                       for call in m["tool_calls"]]
+            messages.append({"role": "assistant", "content": blocks})
+            continue
+        text = _text(m.get("content"))
+        if messages and messages[-1]["role"] == "user" and isinstance(messages[-1]["content"], list) \
+                and role != "assistant":
+            messages[-1]["content"].append({"type": "text", "text": text})
+        else:
+            messages.append({"role": "assistant" if role == "assistant" else "user", "content": text})
     out: dict[str, Any] = {"model": upstream_model, "messages": messages, "stream": bool(body.get("stream")),
                            "max_tokens": body.get("max_tokens") or body.get("max_completion_tokens")
                            or DEFAULT_MAX_TOKENS}
@@ -196,6 +221,11 @@ def from_openai_request(body: dict, upstream_model: str) -> dict:
             out[target] = body[source]
     if body.get("stop"):
         out["stop_sequences"] = body["stop"] if isinstance(body["stop"], list) else [body["stop"]]
+    if body.get("tools"):
+        out["tools"] = [{"name": (tool.get("function") or {}).get("name", ""),
+                         "description": (tool.get("function") or {}).get("description", ""),
+                         "input_schema": (tool.get("function") or {}).get("parameters") or {"type": "object"}}
+                        for tool in body["tools"] if tool.get("type", "function") == "function"]
     return out
 
 
@@ -204,10 +234,17 @@ def to_openai_response(content: bytes, model: str) -> bytes:
     document = orjson.loads(content)
     text = "".join(block.get("text", "") for block in document.get("content") or [] if block.get("type") == "text")
     usage = document.get("usage") or {}
+    message: dict[str, Any] = {"role": "assistant", "content": text}
+    calls = [{"id": block.get("id", ""), "type": "function",
+              "function": {"name": block.get("name", ""), "arguments": orjson.dumps(block.get("input", {})).decode()}}
+             for block in document.get("content") or [] if block.get("type") == "tool_use"]
+    if calls:
+        message["tool_calls"] = calls
+        message["content"] = text or None
     return orjson.dumps({
         "id": "chatcmpl-" + str(document.get("id", "")).removeprefix("msg_"), "object": "chat.completion",
         "created": 0, "model": model,
-        "choices": [{"index": 0, "message": {"role": "assistant", "content": text},
+        "choices": [{"index": 0, "message": message,
                      "finish_reason": FINISH_REASONS.get(document.get("stop_reason"), "stop")}],
         "usage": {"prompt_tokens": usage.get("input_tokens", 0), "completion_tokens": usage.get("output_tokens", 0),
                   "total_tokens": usage.get("input_tokens", 0) + usage.get("output_tokens", 0)}})
@@ -217,6 +254,7 @@ async def openai_sse_from_anthropic(lines: AsyncIterator[str], model: str) -> As
     """Anthropic's SSE events as OpenAI's SSE lines (`data: {chunk}`, blank separators,
     `data: [DONE]`); an Anthropic `error` event becomes a `data: {"error": …}` line."""
     input_tokens, output_tokens, finish = 0, 0, None
+    tools: dict[int, int] = {}  # Anthropic content block index -> OpenAI tool call index
 
     def chunk(choices: list, **extra) -> str:
         return "data: " + orjson.dumps({"id": "chatcmpl-anthropic", "object": "chat.completion.chunk", "created": 0,
@@ -234,6 +272,18 @@ async def openai_sse_from_anthropic(lines: AsyncIterator[str], model: str) -> As
             input_tokens = ((event.get("message") or {}).get("usage") or {}).get("input_tokens", 0)
         elif kind == "content_block_delta" and (event.get("delta") or {}).get("type") == "text_delta":
             yield chunk([{"index": 0, "delta": {"content": event["delta"].get("text", "")}, "finish_reason": None}])
+            yield ""
+        elif kind == "content_block_start" and (event.get("content_block") or {}).get("type") == "tool_use":
+            block = event["content_block"]
+            tools[event.get("index", 0)] = len(tools)
+            yield chunk([{"index": 0, "finish_reason": None, "delta": {"tool_calls": [{
+                "index": tools[event.get("index", 0)], "id": block.get("id", ""), "type": "function",
+                "function": {"name": block.get("name", ""), "arguments": ""}}]}}])
+            yield ""
+        elif kind == "content_block_delta" and (event.get("delta") or {}).get("type") == "input_json_delta":
+            yield chunk([{"index": 0, "finish_reason": None, "delta": {"tool_calls": [{
+                "index": tools.get(event.get("index", 0), 0),
+                "function": {"arguments": event["delta"].get("partial_json", "")}}]}}])
             yield ""
         elif kind == "message_delta":
             finish = FINISH_REASONS.get((event.get("delta") or {}).get("stop_reason"), "stop")
