@@ -79,6 +79,13 @@ def test_scripts_without_a_token_work_through_the_local_proxy(cli_env):
         finally:
             claude_style.close()
 
+        # Only the model APIs, only for this machine: not the identity API, not a page elsewhere.
+        base = f"http://127.0.0.1:{port}"
+        assert httpx.post(base + "/v1/identity/tokens", json={"name": "x", "scopes": ["admin"]}).status_code == 404
+        assert httpx.get(base + "/api/tags", headers={"Host": "rebind.attacker.example"}).status_code == 403
+        assert httpx.get(base + "/api/tags", headers={"Origin": "https://evil.example"}).status_code == 403
+        assert httpx.get(base + "/api/tags", headers={"Origin": f"http://localhost:{port}"}).status_code == 200
+
         status = run_cli("start", "--status", env=cli_env)
         assert status.returncode == 0 and "running on" in status.stdout and "requests forwarded" in status.stdout
         again = run_cli("start", "--port", str(port), env=cli_env)

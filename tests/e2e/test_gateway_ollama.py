@@ -155,7 +155,10 @@ def test_bad_input_gets_ollama_style_errors(gateway):
     url = gateway.url + "/api/chat"
     for content, status_code, fragment in ((b"{not json", 400, "invalid JSON"), (b"", 400, "missing request body"),
                                            (b'{"messages": []}', 400, "model is required"),
-                                           (b"[1, 2]", 400, "JSON object")):
+                                           (b"[1, 2]", 400, "JSON object"),
+                                           (b'{"model": "a\\u0000b"}', 400, "control characters"),
+                                           (b'{"model": "qwen3.5:27b", "messages": ["hi"]}', 400,
+                                            "list of objects")):
         answer = httpx.post(url, content=content, headers=AUTH)
         assert answer.status_code == status_code and fragment in answer.json()["error"], answer.text
     # An oversized body is refused from its declared length, before it is read.

@@ -52,3 +52,16 @@ def test_model_names_match_with_and_without_the_latest_tag():
                          models=[{"name": "bge-m3:latest"}, {"name": "qwen3.5:27b"}])
     assert state.has_model("bge-m3") and state.has_model("bge-m3:latest") and state.has_model("qwen3.5:27b")
     assert not state.has_model("qwen3.5") and not state.has_model("bge-m3:v2")
+
+
+def test_model_lists_in_every_shape_backends_send():
+    from alai.server.gateway.backends import models_in, redact_url
+
+    assert models_in("openai", {"data": [{"id": "a"}, {"id": 3}, "junk"]}) == [{"name": "a", "model": "a"}]
+    assert models_in("openai", [{"id": "together/x", "type": "chat"}]) == [{"name": "together/x",
+                                                                            "model": "together/x"}]
+    assert models_in("ollama", {"models": [{"name": "q"}, None]}) == [{"name": "q"}]
+    with pytest.raises(ValueError):
+        models_in("openai", {"object": "error"})
+    assert redact_url("https://user:key@api.example.com/v1") == "https://***@api.example.com/v1"
+    assert redact_url("http://anvil:11434") == "http://anvil:11434"

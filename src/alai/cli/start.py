@@ -193,5 +193,8 @@ def _run(ctx: click.Context, host: str, port: int) -> None:
     config = uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="on", ws="none",
                             http="h11", access_log=False, server_header=False)
     click.echo(f"alai start: http://{host}:{port} → {profile.server}", err=True)
+    if host not in ("127.0.0.1", "localhost", "::1"):
+        click.echo(f"alai start: warning: listening on {host}, not loopback — requests are still only answered "
+                   "when addressed to localhost, but the port is visible to the network", err=True)
     with contextlib.closing(client):
         uvicorn.Server(config).run()

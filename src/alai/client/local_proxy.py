@@ -71,6 +71,10 @@ class LocalProxy:
                 return
 
     async def _http_request(self, scope: dict[str, Any], receive, send) -> None:
+        refusal = _refusal(scope)
+        if refusal is not None:
+            await _reply(send, refusal[0], {"error": refusal[1]})
+            return
         if scope["path"] == STATUS_PATH:
             await _reply(send, 200, {"proxy": "alai", "version": __version__, "server": self.server,
                                      "started": self.started, "forwarded": self.forwarded})
@@ -78,6 +82,8 @@ class LocalProxy:
         body = bytearray()
         while True:
             message = await receive()
+            if message["type"] == "http.disconnect":
+                return
             body += message.get("body", b"")
             if not message.get("more_body"):
                 break
@@ -86,7 +92,12 @@ class LocalProxy:
         headers = [(k, v) for k, v in scope["headers"] if k.lower() not in HOP_BY_HOP]
         renew = False
         for _ in range(2):
-            token = await self.tokens.current(renew=renew)
+            try:
+                token = await self.tokens.current(renew=renew)
+            except Exception as error:  # the login could not be renewed (expired, revoked, server away)
+                await _reply(send, 401, {"error": f"alai start: your login could not be renewed ({error}); "
+                                                  "run `alai login`"})
+                return
             request = self._http.build_request(
                 scope["method"], url, content=bytes(body),
                 headers=headers + ([(b"authorization", f"Bearer {token}".encode())] if token else []))
@@ -104,17 +115,66 @@ class LocalProxy:
         self.forwarded += 1
         await send({"type": "http.response.start", "status": response.status_code,
                     "headers": [(k.lower(), v) for k, v in response.headers.raw if k.lower() not in HOP_BY_HOP]})
+        # The client may hang up mid-answer: stop reading the upstream then (a model is working for it).
+        hung_up = asyncio.Event()
+
+        async def watch() -> None:
+            while (await receive())["type"] != "http.disconnect":
+                pass
+            hung_up.set()
+            await response.aclose()
+
+        watcher = asyncio.create_task(watch())
         try:
             async for chunk in response.aiter_raw():
                 await send({"type": "http.response.body", "body": chunk, "more_body": True})
-        except httpx.TransportError as error:
-            # The status line is out: say what happened in the stream (Ollama's way).
-            line = json.dumps({"error": f"alai start: the connection to the control plane broke "
-                                        f"({type(error).__name__})"}) + "\n"
-            await send({"type": "http.response.body", "body": line.encode(), "more_body": True})
+        except Exception as error:
+            if not isinstance(error, httpx.TransportError) and not hung_up.is_set():
+                raise
+            if not hung_up.is_set():
+                # The status line is out: say what happened in the stream, in the stream's own shape.
+                message = f"alai start: the connection to the control plane broke ({type(error).__name__})"
+                if "text/event-stream" in response.headers.get("content-type", ""):
+                    line = "\n\ndata: " + json.dumps({"error": {"message": message, "type": "proxy_error"}}) + "\n\n"
+                else:
+                    line = "\n" + json.dumps({"error": message}) + "\n"
+                await send({"type": "http.response.body", "body": line.encode(), "more_body": True})
         finally:
+            watcher.cancel()
             await response.aclose()
-        await send({"type": "http.response.body", "body": b"", "more_body": False})
+        if not hung_up.is_set():
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+
+# What the proxy forwards: the model APIs, nothing else (not the admin or identity API,
+# which a web page could otherwise reach with the user's token through localhost).
+FORWARDED = ("/api/", "/v1/chat/completions", "/v1/embeddings", "/v1/models", "/v1/messages", "/v1/completions")
+LOOPBACK_NAMES = {"localhost", "127.0.0.1", "[::1]", "::1"}
+
+
+def _host_of(value: str) -> str:
+    value = value.strip().lower()
+    if value.startswith("["):
+        return value.split("]")[0] + "]"
+    return value.rsplit(":", 1)[0] if value.count(":") == 1 else value
+
+
+def _refusal(scope: dict[str, Any]) -> tuple[int, str] | None:
+    """(status, reason) when a request must not go on with the user's token, else None.
+
+    Host must name this machine (a DNS-rebinding page cannot), an Origin, when sent,
+    must be this machine (a page elsewhere cannot drive it), and the path must be one
+    of the model APIs."""
+    headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])}
+    if _host_of(headers.get("host", "localhost")) not in LOOPBACK_NAMES:
+        return 403, "alai start only answers requests addressed to localhost"
+    origin = headers.get("origin")
+    if origin and _host_of(origin.split("://", 1)[-1].split("/", 1)[0]) not in LOOPBACK_NAMES:
+        return 403, f"alai start does not answer pages from {origin}"
+    path = scope.get("path", "/")
+    if path not in ("/", STATUS_PATH) and not path.startswith(FORWARDED):
+        return 404, f"alai start forwards only the model APIs (Ollama's, OpenAI's, Anthropic's), not {path}"
+    return None
 
 
 async def _reply(send, status: int, document: dict) -> None:

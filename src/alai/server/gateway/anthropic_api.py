@@ -15,7 +15,7 @@ from alai.server.deps import require_scope
 from alai.server.gateway import anthropic_messages
 from alai.server.gateway.backends import describe
 from alai.server.gateway.ollama_api import MAX_BODY_BYTES, WAIT_HEADER, WAIT_MAX
-from alai.server.gateway.proxy import Gateway, ModelNotFound, Unavailable
+from alai.server.gateway.proxy import Gateway, ModelNotFound, Unavailable, request_problem
 from alai.server.gateway.usage import metering
 
 USE = Depends(require_scope("gateway:use"))
@@ -47,6 +47,9 @@ async def _body(request: Request) -> dict | JSONResponse:
         return anthropic_error(400, "messages: at least one message is required")
     if not isinstance(body.get("max_tokens"), int) or body["max_tokens"] < 1:
         return anthropic_error(400, "max_tokens: a positive integer is required")
+    problem = request_problem(body)
+    if problem is not None:
+        return anthropic_error(400, problem)
     return body
 
 

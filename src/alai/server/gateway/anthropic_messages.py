@@ -172,7 +172,8 @@ async def stream_from_openai(lines: AsyncIterator[str], model: str) -> AsyncIter
     yield _event("message_delta", {"type": "message_delta",
                                    "delta": {"stop_reason": STOP_REASONS.get(finish, "end_turn"),
                                              "stop_sequence": None},
-                                   "usage": {"output_tokens": usage.get("completion_tokens", 0)}})
+                                   "usage": {"input_tokens": usage.get("prompt_tokens", 0),
+                                             "output_tokens": usage.get("completion_tokens", 0)}})
     yield _event("message_stop", {"type": "message_stop"})
 
 

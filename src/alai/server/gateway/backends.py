@@ -55,6 +55,26 @@ class BackendState:
         self.up, self.reason = up, (None if up else reason)
 
 
+def models_in(kind: str, body: object) -> list[dict]:
+    """The model list of a health answer: Ollama's `{"models": [...]}`; OpenAI's
+    `{"data": [...]}`, or the bare list some compatible services (Together.ai) send."""
+    if kind == "ollama":
+        entries = body.get("models") if isinstance(body, dict) else None
+        return [entry for entry in entries or [] if isinstance(entry, dict)]
+    entries = body.get("data") if isinstance(body, dict) else body
+    if not isinstance(entries, list):
+        raise ValueError("the model list is not a list")
+    return [{"name": entry["id"], "model": entry["id"]} for entry in entries
+            if isinstance(entry, dict) and isinstance(entry.get("id"), str)]
+
+
+def redact_url(url: str) -> str:
+    """A URL without credentials written into it (https://user:key@host → https://***@host)."""
+    scheme, sep, rest = url.partition("://")
+    host, at, path = rest.partition("@")
+    return f"{scheme}{sep}***@{path}" if at and "/" not in host else url
+
+
 def headers_for(config: BackendConfig) -> dict[str, str]:
     if config.api_key is None:
         return {}
@@ -102,7 +122,10 @@ class Backends:
     async def _watch(self, state: BackendState) -> None:
         while True:
             await asyncio.sleep(state.config.health_interval_seconds if state.up else DOWN_CHECK_SECONDS)
-            await self.check(state)
+            try:
+                await self.check(state)
+            except Exception as error:  # never let a watcher die: the backend would never be checked again
+                log.warning("gateway health check failed", backend=state.name, error=type(error).__name__)
 
     async def check(self, state: BackendState) -> None:
         config = state.config
@@ -111,14 +134,10 @@ class Backends:
         try:
             response = await self.client.get(config.url + path, headers=headers_for(config), timeout=timeout)
             response.raise_for_status()
-            body = response.json()
+            state.models = models_in(config.kind, response.json())
         except Exception as error:  # any failure of a health check means down
             state.set(False, describe(error))
         else:
-            if config.kind == "ollama":
-                state.models = list(body.get("models") or [])
-            else:
-                state.models = [{"name": entry.get("id"), "model": entry.get("id")} for entry in body.get("data") or []]
             state.set(True)
         state.checked_at = datetime.now(UTC)
 

@@ -18,7 +18,7 @@ from fastapi.responses import JSONResponse, PlainTextResponse, Response, Streami
 from alai.server.deps import api_router, require_scope
 from alai.server.gateway import anthropic_messages, translate
 from alai.server.gateway.backends import headers_for
-from alai.server.gateway.proxy import Gateway, ModelNotFound, Unavailable, relabel
+from alai.server.gateway.proxy import Gateway, ModelNotFound, Unavailable, relabel, request_problem
 from alai.server.gateway.usage import metering
 
 USE = Depends(require_scope("gateway:use"))
@@ -55,10 +55,11 @@ async def _body(request: Request) -> dict | JSONResponse:
     if not isinstance(body, dict):
         return ollama_error(400, "the request body must be a JSON object")
     model = body.get("model") if "model" in body else body.get("name")  # /api/show also takes "name"
-    if not isinstance(model, str) or not model.strip():
-        return ollama_error(400, "model is required")
     body["model"] = model
     body.pop("name", None)
+    problem = request_problem(body)
+    if problem is not None:
+        return ollama_error(400, problem)
     return body
 
 

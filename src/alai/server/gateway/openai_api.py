@@ -15,7 +15,7 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from alai.server.deps import require_scope
 from alai.server.gateway import anthropic_messages, translate
 from alai.server.gateway.ollama_api import MAX_BODY_BYTES, WAIT_HEADER, WAIT_MAX
-from alai.server.gateway.proxy import Gateway, ModelNotFound, Unavailable, relabel
+from alai.server.gateway.proxy import Gateway, ModelNotFound, Unavailable, relabel, request_problem
 from alai.server.gateway.usage import metering
 
 USE = Depends(require_scope("gateway:use"))
@@ -44,6 +44,9 @@ async def _body(request: Request) -> dict | JSONResponse:
         return openai_error(400, "the request body must be a JSON object", "invalid_request_error")
     if not isinstance(body.get("model"), str) or not body["model"]:
         return openai_error(400, "you must provide a model parameter", "invalid_request_error")
+    problem = request_problem(body)
+    if problem is not None:
+        return openai_error(400, problem, "invalid_request_error")
     return body
 
 

@@ -65,10 +65,12 @@ class Gateway:
         if configured is not None:
             routes = [Attempt(states[route.backend], route.model or model) for route in configured.routes
                       if self._speaks(states[route.backend].config.kind, kind, path)]
+            if not routes:  # none of its routes can answer this kind of request: as if it did not exist
+                raise ModelNotFound(model)
             usable = [attempt for attempt in routes if attempt.state.usable]
             if usable:
                 return usable
-            down = ", ".join(f"{a.state.name} ({a.state.reason or 'down'})" for a in routes) or "none of its kind"
+            down = ", ".join(f"{a.state.name} ({a.state.reason or 'down'})" for a in routes)
             if configured.when_down == "pause":
                 raise Unavailable(model, paused=True, retry_after=configured.retry_after_seconds,
                                   detail=f"model '{model}' is paused: its backend is down: {down}")
@@ -173,7 +175,7 @@ class Gateway:
         rename = attempt.upstream_model != model
         try:
             if not rename:
-                async for chunk in response.aiter_raw():
+                async for chunk in response.aiter_bytes():  # decoded: we do not pass Content-Encoding on
                     yield chunk
             elif sse:
                 async for line in response.aiter_lines():
@@ -211,6 +213,24 @@ class Gateway:
                                          f"{describe(error)}"}) + b"\n"
         finally:
             await response.aclose()
+
+
+MODEL_NAME_MAX = 300
+
+
+def request_problem(body: dict) -> str | None:
+    """What is wrong with a request's shape before any route sees it (None: nothing), so
+    that translation never meets a shape it cannot handle and usage records stay storable."""
+    model = body.get("model")
+    if not isinstance(model, str) or not model.strip():
+        return "model is required"
+    if len(model) > MODEL_NAME_MAX or any(ord(char) < 32 for char in model):
+        return "model must be a name of at most 300 characters, without control characters"
+    messages = body.get("messages")
+    if messages is not None and (not isinstance(messages, list)
+                                 or not all(isinstance(message, dict) for message in messages)):
+        return "messages must be a list of objects"
+    return None
 
 
 def relabel(line: str | bytes, model: str) -> bytes:

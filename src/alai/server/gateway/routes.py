@@ -8,6 +8,7 @@ from typing import Literal
 from fastapi import Depends, Request
 
 from alai.server.deps import Connection, Principal, actor_name, require_scope
+from alai.server.gateway.backends import redact_url
 from alai.server.gateway.proxy import Gateway, ModelNotFound, Unavailable
 from alai.server.problems import ProblemError
 
@@ -44,13 +45,14 @@ def add_routes(router) -> None:
         data = gateway.config.model_dump(mode="json", exclude={"backends": {"__all__": {"api_key"}}})
         for backend, out in zip(gateway.config.backends, data["backends"], strict=True):
             out["api_key_set"] = backend.api_key is not None
+            out["url"] = redact_url(backend.url)
         return data
 
     @router.get("/v1/gateway/status", dependencies=[USE], tags=["gateway"])
     async def status(request: Request) -> dict:
         """Each backend (up or down, since when, why) and where each configured model goes now."""
         gateway: Gateway = request.app.state.gateway
-        backends = [{"name": s.name, "kind": s.config.kind, "url": s.config.url, "up": s.up,
+        backends = [{"name": s.name, "kind": s.config.kind, "url": redact_url(s.config.url), "up": s.up,
                      "since": s.since.isoformat(), "reason": s.reason, "models": len(s.models),
                      "checked_at": s.checked_at.isoformat() if s.checked_at else None}
                     for s in gateway.backends.states.values()]

@@ -21,7 +21,7 @@ from typing import Any
 
 import orjson
 import structlog
-from psycopg import AsyncConnection
+from psycopg import AsyncConnection, errors
 from psycopg_pool import AsyncConnectionPool
 
 from alai.server.gateway.config import GatewayConfig
@@ -71,7 +71,7 @@ def tokens_in_tail(tail: bytes) -> tuple[int | None, int | None]:
         line = line.strip()
         if line.startswith(b"data:"):
             line = line[5:].strip()
-        if not line or line == b"[DONE]":
+        if not line or line == b"[DONE]" or line.startswith((b"event:", b"id:", b":")):
             continue
         try:
             found = tokens_of(orjson.loads(line))
@@ -138,8 +138,17 @@ class UsageRecorder:
             return 0
         try:
             async with self.pool.connection(timeout=5) as conn:
-                await insert(conn, batch)
-        except Exception:
+                try:
+                    async with conn.transaction():  # all or none, so the fallback below writes nothing twice
+                        await insert(conn, batch)
+                except (errors.DataError, errors.IntegrityError):
+                    # One record the database refuses must not stop accounting: row by row, the bad ones dropped.
+                    for record in batch:
+                        try:
+                            await insert(conn, [record])
+                        except (errors.DataError, errors.IntegrityError):
+                            log.warning("usage record dropped: the database refused it", model=record.model[:80])
+        except BaseException:  # the database away, or a stop in the middle: keep them for the next flush
             self._queue.extendleft(reversed(batch))
             raise
         return len(batch)
