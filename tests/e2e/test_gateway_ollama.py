@@ -299,7 +299,7 @@ def test_an_openai_compatible_backend_answers_ollama_requests(gateway, api):
     assert "not-the-key" not in refused.text
 
 
-def test_the_openai_client_works_through_the_gateway(gateway):
+def test_the_openai_client_works_through_the_gateway(gateway, database_url):
     client = openai.OpenAI(base_url=gateway.url + "/v1", api_key=TOKEN)  # the bearer token as the API key
     try:
         ids = {model.id for model in client.models.list()}
@@ -310,7 +310,16 @@ def test_the_openai_client_works_through_the_gateway(gateway):
                                                      messages=[{"role": "user", "content": "stream me"}]))
         assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == "[together] echo: stream me"
         assert all(c.model == "llama-70b" for c in chunks)  # renamed back from the upstream name
+        assert all(c.choices for c in chunks)  # the usage chunk the gateway asked for is not passed on
+        asked = list(client.chat.completions.create(model="llama-70b", stream=True, stream_options={
+            "include_usage": True}, messages=[{"role": "user", "content": "count me"}]))
+        assert asked[-1].usage.completion_tokens == 4  # … but it is when the client asks
         assert len(client.embeddings.create(model="cloud-embed", input=["a", "b"]).data) == 2
+        httpx.get(gateway.url + "/v1/gateway/usage", headers=AUTH)  # flushes the usage records
+        with psycopg.connect(database_url) as conn:
+            counted = conn.execute("SELECT tokens_out FROM gateway_usage WHERE surface = 'openai' AND model = "
+                                   "'llama-70b' AND first_byte_ms IS NOT NULL ORDER BY id").fetchall()
+        assert counted and all(row[0] for row in counted)  # streamed, and still counted
         with pytest.raises(openai.NotFoundError) as missing:
             client.chat.completions.create(model="no-such", messages=[{"role": "user", "content": "x"}])
         assert missing.value.body["code"] == "model_not_found"

@@ -62,6 +62,12 @@ async def _answer(request: Request, path: str, body: dict) -> Response:
     model: str = body["model"]
     gateway: Gateway = request.app.state.gateway
     stream = bool(body.get("stream"))
+    # Streams carry token counts only when asked: ask on the client's behalf (for usage and
+    # cost), and take that extra chunk out again if the client did not ask for it.
+    usage_sink = None
+    if stream and path == "/v1/chat/completions" and not (body.get("stream_options") or {}).get("include_usage"):
+        body = {**body, "stream_options": {**(body.get("stream_options") or {}), "include_usage": True}}
+        usage_sink = request.state.gateway_usage_tokens = {}
     try:
         wait = min(float(request.headers.get(WAIT_HEADER, "0") or 0), WAIT_MAX)
     except ValueError:
@@ -94,7 +100,8 @@ async def _answer(request: Request, path: str, body: dict) -> Response:
             content = relabel(content, model)
         return Response(content, status_code=response.status_code,
                         media_type=response.headers.get("content-type", "application/json"))
-    return StreamingResponse(gateway.relay(attempt, response, model, sse=True), status_code=response.status_code,
+    return StreamingResponse(gateway.relay(attempt, response, model, sse=True, usage_sink=usage_sink),
+                             status_code=response.status_code,
                              media_type="text/event-stream", headers={"Cache-Control": "no-store"})
 
 

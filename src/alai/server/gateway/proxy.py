@@ -167,21 +167,38 @@ class Gateway:
         finally:
             await response.aclose()
 
-    async def relay(self, attempt: Attempt, response: httpx.Response, model: str, *,
-                    sse: bool = False) -> AsyncIterator[bytes]:
+    async def relay(self, attempt: Attempt, response: httpx.Response, model: str, *, sse: bool = False,
+                    usage_sink: dict | None = None) -> AsyncIterator[bytes]:
         """The upstream body chunk by chunk as it comes (NDJSON lines, or SSE `data:` lines,
         re-labelled with the name asked for when the route renames the model); a failure
-        half-way becomes an `{"error": …}` line (an SSE `data:` event with `sse`)."""
+        half-way becomes an `{"error": …}` line (an SSE `data:` event with `sse`).
+
+        `usage_sink`: the gateway asked an OpenAI-style backend for a usage chunk the client
+        did not ask for; it is taken out of the stream and its counts put in the sink."""
         rename = attempt.upstream_model != model
         try:
-            if not rename:
+            if not rename and usage_sink is None:
                 async for chunk in response.aiter_bytes():  # decoded: we do not pass Content-Encoding on
                     yield chunk
             elif sse:
+                skip_blank = False
                 async for line in response.aiter_lines():
                     data = line[5:].strip() if line.startswith("data:") else None
+                    if skip_blank and not line:
+                        skip_blank = False
+                        continue
                     if data and data != "[DONE]":
-                        line = "data: " + relabel(data, model).decode()
+                        if usage_sink is not None and '"usage"' in data:
+                            try:
+                                chunk = orjson.loads(data)
+                            except orjson.JSONDecodeError:
+                                chunk = {}
+                            if isinstance(chunk, dict) and chunk.get("usage") and not chunk.get("choices"):
+                                usage_sink.update(chunk["usage"])
+                                skip_blank = True
+                                continue
+                        if rename:
+                            line = "data: " + relabel(data, model).decode()
                     yield line.encode() + b"\n"
             else:
                 async for line in response.aiter_lines():

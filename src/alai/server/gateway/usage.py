@@ -222,6 +222,9 @@ class Meter:
                 yield chunk
         finally:
             in_tokens, out_tokens = tokens_in_tail(tail)
+            taken = getattr(self.request.state, "gateway_usage_tokens", None)  # a usage chunk taken out
+            if taken:
+                in_tokens, out_tokens = tokens_of({"usage": taken})
             failed = b'"error"' in tail[-2048:] and in_tokens is None
             self.recorder.record(Record(
                 at=self.at, principal=self.principal, surface=self.surface, path=self.path, model=self.model,
