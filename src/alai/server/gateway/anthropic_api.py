@@ -12,10 +12,10 @@ from fastapi import Depends, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from alai.server.deps import require_scope
-from alai.server.gateway import anthropic_messages
+from alai.server.gateway import anthropic_messages, translate
 from alai.server.gateway.backends import describe
-from alai.server.gateway.ollama_api import MAX_BODY_BYTES, WAIT_HEADER, WAIT_MAX
-from alai.server.gateway.proxy import Gateway, ModelNotFound, Unavailable, request_problem
+from alai.server.gateway.ollama_api import WAIT_HEADER, WAIT_MAX
+from alai.server.gateway.proxy import Gateway, ModelNotFound, Unavailable, read_limited, request_problem
 from alai.server.gateway.usage import metering
 
 USE = Depends(require_scope("gateway:use"))
@@ -27,14 +27,9 @@ def anthropic_error(status: int, message: str, headers: dict[str, str] | None = 
 
 
 async def _body(request: Request) -> dict | JSONResponse:
-    declared = request.headers.get("content-length")
-    if declared and declared.isdigit() and int(declared) > MAX_BODY_BYTES:
+    raw = await read_limited(request)
+    if raw is None:
         return anthropic_error(413, "the request body is too large")
-    raw = b""
-    async for chunk in request.stream():
-        raw += chunk
-        if len(raw) > MAX_BODY_BYTES:
-            return anthropic_error(413, "the request body is too large")
     try:
         body = orjson.loads(raw)
     except orjson.JSONDecodeError:
@@ -104,8 +99,6 @@ async def _answer(request: Request, body: dict) -> Response:
         if response.status_code >= 400:
             if native:
                 return Response(response.content, status_code=response.status_code, media_type="application/json")
-            from alai.server.gateway import translate
-
             return anthropic_error(response.status_code, translate.error_message(response.content))
         if native:
             document = orjson.loads(response.content)

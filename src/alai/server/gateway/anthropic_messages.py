@@ -21,6 +21,8 @@ from typing import Any
 
 import orjson
 
+from alai.server.gateway import translate
+
 STOP_REASONS = {"stop": "end_turn", "length": "max_tokens", "tool_calls": "tool_use", "content_filter": "end_turn"}
 ERROR_TYPES = {400: "invalid_request_error", 401: "authentication_error", 403: "permission_error",
                404: "not_found_error", 413: "request_too_large", 429: "rate_limit_error", 503: "overloaded_error"}
@@ -126,20 +128,11 @@ async def stream_from_openai(lines: AsyncIterator[str], model: str) -> AsyncIter
                                          "content_block": {"type": "text", "text": ""}})
     finish, usage = None, {}
     blocks: dict[int, int] = {}  # OpenAI tool call index -> Anthropic content block index
-    async for line in lines:
-        if not line.startswith("data:"):
-            continue
-        data = line[5:].strip()
-        if data == "[DONE]":
+    async for chunk in translate.openai_chunks(lines):
+        if chunk is None:
             break
-        try:
-            chunk = orjson.loads(data)
-        except orjson.JSONDecodeError:
-            continue
-        if chunk.get("error"):
-            error = chunk["error"]
-            message = error.get("message") if isinstance(error, dict) else str(error)
-            yield _event("error", error_body(502, message or "the backend failed"))
+        if (problem := translate.chunk_error(chunk)) is not None:
+            yield _event("error", error_body(502, problem))
             return
         usage = chunk.get("usage") or usage
         for choice in chunk.get("choices") or []:

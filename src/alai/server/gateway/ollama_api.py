@@ -18,11 +18,18 @@ from fastapi.responses import JSONResponse, PlainTextResponse, Response, Streami
 from alai.server.deps import api_router, require_scope
 from alai.server.gateway import anthropic_messages, translate
 from alai.server.gateway.backends import headers_for
-from alai.server.gateway.proxy import Gateway, ModelNotFound, Unavailable, relabel, request_problem
+from alai.server.gateway.proxy import (
+    MAX_BODY_BYTES,
+    Gateway,
+    ModelNotFound,
+    Unavailable,
+    read_limited,
+    relabel,
+    request_problem,
+)
 from alai.server.gateway.usage import metering
 
 USE = Depends(require_scope("gateway:use"))
-MAX_BODY_BYTES = 64 * 1024 * 1024  # images travel base64-encoded inside the JSON
 VERSION_FALLBACK = "0.12.0"
 # A client may wait this long (header, seconds) for a paused model's backend to return.
 WAIT_HEADER = "x-alai-wait-seconds"
@@ -38,14 +45,9 @@ def _gateway(request: Request) -> Gateway:
 
 
 async def _body(request: Request) -> dict | JSONResponse:
-    declared = request.headers.get("content-length")
-    if declared and declared.isdigit() and int(declared) > MAX_BODY_BYTES:
+    raw = await read_limited(request)
+    if raw is None:
         return ollama_error(413, f"request body too large (at most {MAX_BODY_BYTES // (1024 * 1024)} MiB)")
-    raw = b""
-    async for chunk in request.stream():
-        raw += chunk
-        if len(raw) > MAX_BODY_BYTES:
-            return ollama_error(413, f"request body too large (at most {MAX_BODY_BYTES // (1024 * 1024)} MiB)")
     if not raw.strip():
         return ollama_error(400, "missing request body")
     try:

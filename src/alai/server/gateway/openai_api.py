@@ -14,8 +14,8 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from alai.server.deps import require_scope
 from alai.server.gateway import anthropic_messages, translate
-from alai.server.gateway.ollama_api import MAX_BODY_BYTES, WAIT_HEADER, WAIT_MAX
-from alai.server.gateway.proxy import Gateway, ModelNotFound, Unavailable, relabel, request_problem
+from alai.server.gateway.ollama_api import WAIT_HEADER, WAIT_MAX
+from alai.server.gateway.proxy import Gateway, ModelNotFound, Unavailable, read_limited, relabel, request_problem
 from alai.server.gateway.usage import metering
 
 USE = Depends(require_scope("gateway:use"))
@@ -28,14 +28,9 @@ def openai_error(status: int, message: str, kind: str, code: str | None = None,
 
 
 async def _body(request: Request) -> dict | JSONResponse:
-    declared = request.headers.get("content-length")
-    if declared and declared.isdigit() and int(declared) > MAX_BODY_BYTES:
+    raw = await read_limited(request)
+    if raw is None:
         return openai_error(413, "the request body is too large", "invalid_request_error")
-    raw = b""
-    async for chunk in request.stream():
-        raw += chunk
-        if len(raw) > MAX_BODY_BYTES:
-            return openai_error(413, "the request body is too large", "invalid_request_error")
     try:
         body = orjson.loads(raw)
     except orjson.JSONDecodeError:

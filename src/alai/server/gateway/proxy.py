@@ -233,6 +233,21 @@ class Gateway:
 
 
 MODEL_NAME_MAX = 300
+MAX_BODY_BYTES = 64 * 1024 * 1024  # images travel base64-encoded inside the JSON
+
+
+async def read_limited(request) -> bytes | None:
+    """A request's body, or None when it is larger than MAX_BODY_BYTES (refused from its
+    declared length before any of it is read); the surfaces answer that in their shapes."""
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > MAX_BODY_BYTES:
+        return None
+    raw = bytearray()
+    async for chunk in request.stream():
+        raw += chunk
+        if len(raw) > MAX_BODY_BYTES:
+            return None
+    return bytes(raw)
 
 
 def request_problem(body: dict) -> str | None:

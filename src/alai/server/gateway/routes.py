@@ -8,6 +8,7 @@ from typing import Literal
 from fastapi import Depends, Request
 
 from alai.server.deps import Connection, Principal, actor_name, require_scope
+from alai.server.gateway import usage
 from alai.server.gateway.backends import redact_url
 from alai.server.gateway.proxy import Gateway, ModelNotFound, Unavailable
 from alai.server.problems import ProblemError
@@ -23,8 +24,6 @@ def add_routes(router) -> None:
                             caller: Principal = Depends(require_scope("gateway:use"))) -> dict:
         """Requests, errors, tokens, cost and latency since `since` (default: 30 days), per `by`.
         Administrators see everyone (or `principal`); others see their own use."""
-        from alai.server.gateway import usage
-
         await request.app.state.gateway_usage.flush()  # what has just been answered counts too
         if not caller.has_scope("admin"):
             if principal is not None and principal != actor_name(caller):

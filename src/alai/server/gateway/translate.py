@@ -141,22 +141,42 @@ def response(path: str, content: bytes, model: str, started: float) -> bytes:
     return orjson.dumps(final)
 
 
-async def stream(path: str, lines: AsyncIterator[str], model: str, started: float) -> AsyncIterator[bytes]:
-    """OpenAI's SSE (`data: {…}` … `data: [DONE]`) as Ollama's NDJSON, delta by delta."""
-    finish, usage = None, None
-    calls: dict[int, dict] = {}  # tool calls come in fragments, by index
+async def openai_chunks(lines: AsyncIterator[str]) -> AsyncIterator[dict | None]:
+    """The JSON chunks of an OpenAI SSE stream (lines that are not JSON objects skipped),
+    then None for `data: [DONE]`; a stream that was cut short ends without the None."""
     async for line in lines:
         if not line.startswith("data:"):
             continue
         data = line[5:].strip()
         if data == "[DONE]":
-            break
+            yield None
+            return
         try:
             chunk = orjson.loads(data)
         except orjson.JSONDecodeError:
             continue
-        if chunk.get("error"):
-            yield orjson.dumps({"error": error_message(data.encode())}) + b"\n"
+        if isinstance(chunk, dict):
+            yield chunk
+
+
+def chunk_error(chunk: dict) -> str | None:
+    """The message of an error chunk (`{"error": {...}}` or `{"error": "…"}`), else None."""
+    error = chunk.get("error")
+    if not error:
+        return None
+    message = error.get("message") if isinstance(error, dict) else str(error)
+    return message or "the backend failed"
+
+
+async def stream(path: str, lines: AsyncIterator[str], model: str, started: float) -> AsyncIterator[bytes]:
+    """OpenAI's SSE (`data: {…}` … `data: [DONE]`) as Ollama's NDJSON, delta by delta."""
+    finish, usage = None, None
+    calls: dict[int, dict] = {}  # tool calls come in fragments, by index
+    async for chunk in openai_chunks(lines):
+        if chunk is None:
+            break
+        if (problem := chunk_error(chunk)) is not None:
+            yield orjson.dumps({"error": problem}) + b"\n"
             return
         usage = chunk.get("usage") or usage
         for choice in chunk.get("choices") or []:

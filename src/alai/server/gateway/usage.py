@@ -21,9 +21,11 @@ from typing import Any
 
 import orjson
 import structlog
+from fastapi.responses import StreamingResponse
 from psycopg import AsyncConnection, errors
 from psycopg_pool import AsyncConnectionPool
 
+from alai.server.deps import actor_name, current_principal
 from alai.server.gateway.config import GatewayConfig
 
 log = structlog.get_logger("alai.gateway.usage")
@@ -234,8 +236,6 @@ class Meter:
 
     def finish(self, response):
         """Records `response` (a Response, now; a StreamingResponse, when its body ends)."""
-        from fastapi.responses import StreamingResponse
-
         attempt = getattr(self.request.state, "gateway_attempt", None)
         backend = attempt.state.name if attempt is not None else None
         upstream = attempt.upstream_model if attempt is not None else None
@@ -249,8 +249,6 @@ class Meter:
 
 async def metering(request, surface: str, path: str, model: str) -> Meter:
     """A Meter for this request (its principal is already known: the route checked its scope)."""
-    from alai.server.deps import actor_name, current_principal
-
     principal = actor_name(await current_principal(request))
     return Meter(request.app.state.gateway_usage, request, principal=principal, surface=surface, path=path,
                  model=model)

@@ -9,32 +9,15 @@ reads as YAML); the import runs in one transaction; the answer is the report.
 
 from __future__ import annotations
 
-import json
-import tempfile
-from pathlib import Path
-
 from fastapi import APIRouter, Depends, Query, Request
 
 from alai.server.deps import Connection, Principal, actor_name, require_scope
 from alai.server.hive import importer
 from alai.server.mc import import_routes as mc_import_routes
-from alai.server.problems import ProblemError
 from alai.wire.hive import Agent, HiveImportReport
 
 ADMIN = Depends(require_scope("admin"))
 READ = Depends(require_scope("hive:read"))
-
-
-def _mapping(text: str | None) -> dict | None:
-    if not text:
-        return None
-    try:
-        parsed = json.loads(text)
-    except ValueError:
-        parsed = None
-    if not isinstance(parsed, dict):
-        raise ProblemError(422, "map must be a JSON object (the mapping `--map` takes, as JSON)")
-    return parsed
 
 
 def add_routes(router: APIRouter) -> None:
@@ -51,12 +34,8 @@ def add_routes(router: APIRouter) -> None:
                                     description="The mapping (as `--map` takes it), JSON-encoded."),
     ) -> HiveImportReport:
         """Import a legacy hivemind.db (the request body); idempotent."""
-        media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
-        if media_type not in mc_import_routes.ACCEPTED_TYPES:
-            raise ProblemError(415, "send the SQLite file as application/octet-stream or application/vnd.sqlite3")
-        parsed_mapping = _mapping(mapping)
-        with tempfile.TemporaryDirectory(prefix="alai-hive-import-") as folder:
-            path = await mc_import_routes.spool(request, Path(folder))
+        async with mc_import_routes.uploaded_file(request, mapping, prefix="alai-hive-import-") as (
+                path, parsed_mapping):
             async with conn.transaction():
                 report = await importer.import_legacy(conn, path=path, mapping=parsed_mapping, dry_run=dry_run,
                                                       actor=actor_name(principal), source_name=source_name)

@@ -152,25 +152,8 @@ def validate_mapping(mapping: Any, tables: list[mc_source.SourceTable]) -> dict[
     if unknown:
         raise ProblemError(422, f"unknown mapping key(s) for a hivemind.db: {', '.join(sorted(map(str, unknown)))}; "
                                 f"allowed: {', '.join(sorted(MAPPING_KEYS))}")
-    names = {table.name for table in tables}
-    for role, name in _section(mapping, "tables").items():
-        if role not in ROLES:
-            raise ProblemError(422, f"mapping tables.{role}: the roles are {', '.join(ROLES)}")
-        if name is not None and name not in names:
-            raise ProblemError(422, f"mapping tables.{role}: the file has no table {name!r} "
-                                    f"(it has {', '.join(sorted(names)) or 'none'})")
-    for role, fields in _section(mapping, "columns").items():
-        if role not in ROLES:
-            raise ProblemError(422, f"mapping columns.{role}: the roles are {', '.join(ROLES)}")
-        if not isinstance(fields, dict):
-            raise ProblemError(422, f"mapping columns.{role} must map target fields to source columns")
-        for target, source in fields.items():
-            if target not in FIELDS[role]:
-                raise ProblemError(422, f"mapping columns.{role}.{target}: not a field; "
-                                        f"fields are {', '.join(FIELDS[role])}")
-            if source is not None and not isinstance(source, str):
-                raise ProblemError(422, f"mapping columns.{role}.{target} must name a column (or be null)")
-    for channel, topic in _section(mapping, "topics").items():
+    mc_source.check_tables_and_columns(mapping, tables, ROLES, FIELDS)
+    for channel, topic in mc_source.section(mapping, "topics").items():
         if not isinstance(topic, str) or len(topic) > TOPIC_MAX or not _TOPIC.match(topic):
             raise ProblemError(422, f"mapping topics.{channel}: {topic!r} is not a topic name (dotted segments of "
                                     "letters, digits, _ and -, e.g. chat.general)")
@@ -178,10 +161,3 @@ def validate_mapping(mapping: Any, tables: list[mc_source.SourceTable]) -> dict[
     if namespace is not None and (not isinstance(namespace, str) or not MEMORY_NAMESPACE.match(namespace)):
         raise ProblemError(422, f"mapping memory_namespace: {namespace!r} must be 1-200 letters, digits, _ - . :")
     return mapping
-
-
-def _section(mapping: dict[str, Any], name: str) -> dict[Any, Any]:
-    value = mapping.get(name) or {}
-    if not isinstance(value, dict):
-        raise ProblemError(422, f"mapping {name} must be an object")
-    return value

@@ -43,8 +43,6 @@ from alai.wire.hive import Agent, HiveImportReport
 from alai.wire.mc import ImportTableReport
 
 Progress = Callable[[str, int, int], None]
-MAX_ROW_WARNINGS = 200
-PROGRESS_EVERY = 2000
 IMPORT_ROW_COLUMNS = ("source_sha256", "source_table", "source_key", "row_hash", "data", "target_id", "problems")
 
 
@@ -153,7 +151,7 @@ async def _write(cur: psycopg.AsyncCursor, plan: Plan, sha256: str, actor: str, 
         await encoding
     stage[0] = "the verbatim source rows"
     rows = list(plan.source_rows)
-    await _copy(cur, "hive_import_rows", IMPORT_ROW_COLUMNS, (
+    await mc_importer.copy_rows(cur, "hive_import_rows", IMPORT_ROW_COLUMNS, (
         (sha256, row.table, row.key, row.row_hash, row.data, row.target_id, row.problems) for row in rows),
         len(rows), progress)
 
@@ -169,7 +167,7 @@ async def _write_targets(cur: psycopg.AsyncCursor, plan: Plan, actor: str, progr
         # order); this transaction's messages (tx) are then read back to learn them.
         await cur.execute("SELECT coalesce(max(id), 0) FROM hive_messages WHERE tx = pg_current_xact_id()")
         before = (await cur.fetchone())[0]
-        await _copy(cur, "hive_messages", MESSAGE_COLUMNS, (
+        await mc_importer.copy_rows(cur, "hive_messages", MESSAGE_COLUMNS, (
             (m.topic, m.sender, m.key, m.headers, m.content_type, m.payload, m.created_at) for m in messages),
             len(messages), progress)
         ids = await _ids_written(cur, after=before, count=len(messages))
@@ -279,22 +277,6 @@ async def _insert_agents(cur: psycopg.AsyncCursor, plan: Plan, actor: str) -> No
                           f"{', '.join(kept[:10])}{' …' if len(kept) > 10 else ''}")
 
 
-async def _copy(cur: psycopg.AsyncCursor, table: str, columns: tuple[str, ...], rows, total: int,
-                progress: Progress | None) -> None:
-    stage = f"write {table}"
-    if progress:
-        progress(stage, 0, total)
-    done = 0
-    async with cur.copy(f"COPY {table} ({', '.join(columns)}) FROM STDIN") as copy:
-        for row in rows:
-            await copy.write_row(row)
-            done += 1
-            if progress and done % PROGRESS_EVERY == 0:
-                progress(stage, done, total)
-    if progress:
-        progress(stage, total, total)
-
-
 def _report(plan: Plan, *, source: str, sha256: str, dry_run: bool, already_imported: bool, written_rows: int,
             duration: float) -> HiveImportReport:
     written: Counter = Counter()
@@ -308,12 +290,7 @@ def _report(plan: Plan, *, source: str, sha256: str, dry_run: bool, already_impo
     source_rows = list(plan.source_rows)
     tables.append(ImportTableReport(table="hive_import_rows", rows_read=len(source_rows), rows_written=written_rows,
                                     rows_with_problems=sum(1 for row in source_rows if row.problems)))
-    warnings = list(plan.notes)
-    row_problems = [f"{row.table} {row.key}: {problem}" for row in source_rows for problem in row.problems]
-    warnings.extend(row_problems[:MAX_ROW_WARNINGS])
-    if len(row_problems) > MAX_ROW_WARNINGS:
-        warnings.append(f"… and {len(row_problems) - MAX_ROW_WARNINGS} more problem(s): "
-                        "see hive_import_rows.problems")
+    warnings = [*plan.notes, *mc_importer.row_warnings(source_rows, "hive_import_rows")]
     return HiveImportReport(
         source=source, source_sha256=sha256, dry_run=dry_run, already_imported=already_imported, tables=tables,
         topic_map=plan.topic_map, namespace_map=plan.namespace_map, column_map=plan.column_map, warnings=warnings,

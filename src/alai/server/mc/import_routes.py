@@ -7,8 +7,10 @@ imported in one transaction; the answer is the ImportReport.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import tempfile
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 from fastapi import APIRouter, Depends, Query, Request
@@ -45,6 +47,25 @@ async def spool(request: Request, folder: Path) -> Path:
     return path
 
 
+@contextlib.asynccontextmanager
+async def uploaded_file(request: Request, mapping: str | None, *, prefix: str) -> AsyncIterator[tuple[Path, dict | None]]:
+    """(the spooled file, the parsed `?map=`) of an import upload, its media type checked;
+    the file is gone when the block ends (the HiveMind import uses this too)."""
+    media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if media_type not in ACCEPTED_TYPES:
+        raise ProblemError(415, "send the SQLite file as application/octet-stream or application/vnd.sqlite3")
+    parsed = None
+    if mapping:
+        try:
+            parsed = json.loads(mapping)
+        except ValueError:
+            parsed = None
+        if not isinstance(parsed, dict):
+            raise ProblemError(422, "map must be a JSON object (the mapping `--map` takes, as JSON)")
+    with tempfile.TemporaryDirectory(prefix=prefix) as folder:
+        yield await spool(request, Path(folder)), parsed
+
+
 def add_routes(router: APIRouter) -> None:
     """Adds POST /import to the mc module's router (one router: every route is walked
     by the security test and labelled in metrics with its full path)."""
@@ -60,20 +81,8 @@ def add_routes(router: APIRouter) -> None:
                                     description="The mapping (as `--map` takes it), JSON-encoded."),
     ) -> ImportReport:
         """Import a legacy Mission Control SQLite file (the request body); idempotent."""
-        media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
-        if media_type not in ACCEPTED_TYPES:
-            raise ProblemError(415, "send the SQLite file as application/octet-stream or application/vnd.sqlite3")
-        parsed_mapping = None
-        if mapping:
-            try:
-                parsed_mapping = json.loads(mapping)
-            except ValueError:
-                raise ProblemError(422, "map must be a JSON object (the mapping `--map` takes, as JSON)") from None
-            if not isinstance(parsed_mapping, dict):
-                raise ProblemError(422, "map must be a JSON object (the mapping `--map` takes, as JSON)")
         settings = request.app.state.settings
-        with tempfile.TemporaryDirectory(prefix="alai-mc-import-") as folder:
-            path = await spool(request, Path(folder))
+        async with uploaded_file(request, mapping, prefix="alai-mc-import-") as (path, parsed_mapping):
             async with conn.transaction():
                 return await importer.import_legacy(
                     conn, path=path, mapping=parsed_mapping, dry_run=dry_run, actor=principal.name or principal.subject,

@@ -279,29 +279,12 @@ def validate_mapping(mapping: Any, tables: list[SourceTable], statuses: list[str
     if unknown:
         raise ProblemError(422, f"unknown mapping key(s): {', '.join(sorted(map(str, unknown)))}; "
                                 f"allowed: {', '.join(sorted(MAPPING_KEYS))}")
-    columns_of = {table.name: table.columns for table in tables}
-    for role, name in _section(mapping, "tables").items():
-        if role not in ROLES:
-            raise ProblemError(422, f"mapping tables.{role}: the roles are {', '.join(ROLES)}")
-        if name is not None and name not in columns_of:
-            raise ProblemError(422, f"mapping tables.{role}: the file has no table {name!r} "
-                                    f"(it has {', '.join(sorted(columns_of)) or 'none'})")
-    for role, fields in _section(mapping, "columns").items():
-        if role not in ROLES:
-            raise ProblemError(422, f"mapping columns.{role}: the roles are {', '.join(ROLES)}")
-        if not isinstance(fields, dict):
-            raise ProblemError(422, f"mapping columns.{role} must map target fields to source columns")
-        for target, source in fields.items():
-            if target not in FIELDS[role]:
-                raise ProblemError(422, f"mapping columns.{role}.{target}: not a field; "
-                                        f"fields are {', '.join(FIELDS[role])}")
-            if source is not None and not isinstance(source, str):
-                raise ProblemError(422, f"mapping columns.{role}.{target} must name a column (or be null)")
-    for source, target in _section(mapping, "statuses").items():
+    check_tables_and_columns(mapping, tables, ROLES, FIELDS)
+    for source, target in section(mapping, "statuses").items():
         if target not in statuses:
             raise ProblemError(422, f"mapping statuses.{source}: {target!r} is not a workflow status "
                                     f"({', '.join(statuses)})")
-    for source, target in _section(mapping, "priorities").items():
+    for source, target in section(mapping, "priorities").items():
         if isinstance(target, bool) or not isinstance(target, int) or not 0 <= target <= 4:
             raise ProblemError(422, f"mapping priorities.{source}: {target!r} must be a whole number from 0 to 4")
     if not isinstance(mapping.get("id_prefix", ""), str):
@@ -320,7 +303,31 @@ def check_mapped_columns(detected: Detected, tables: list[SourceTable]) -> None:
                                         f"{source!r} (it has {', '.join(table.columns)})")
 
 
-def _section(mapping: dict[str, Any], name: str) -> dict[Any, Any]:
+def check_tables_and_columns(mapping: dict[str, Any], tables: list[SourceTable], roles: tuple[str, ...] | list[str],
+                             fields: dict[str, Any]) -> None:
+    """A mapping's `tables` and `columns` sections against the file and the roles'
+    fields (shared with the HiveMind import); 422 on the first thing wrong."""
+    names = {table.name for table in tables}
+    for role, name in section(mapping, "tables").items():
+        if role not in roles:
+            raise ProblemError(422, f"mapping tables.{role}: the roles are {', '.join(roles)}")
+        if name is not None and name not in names:
+            raise ProblemError(422, f"mapping tables.{role}: the file has no table {name!r} "
+                                    f"(it has {', '.join(sorted(names)) or 'none'})")
+    for role, columns in section(mapping, "columns").items():
+        if role not in roles:
+            raise ProblemError(422, f"mapping columns.{role}: the roles are {', '.join(roles)}")
+        if not isinstance(columns, dict):
+            raise ProblemError(422, f"mapping columns.{role} must map target fields to source columns")
+        for target, source in columns.items():
+            if target not in fields[role]:
+                raise ProblemError(422, f"mapping columns.{role}.{target}: not a field; "
+                                        f"fields are {', '.join(fields[role])}")
+            if source is not None and not isinstance(source, str):
+                raise ProblemError(422, f"mapping columns.{role}.{target} must name a column (or be null)")
+
+
+def section(mapping: dict[str, Any], name: str) -> dict[Any, Any]:
     value = mapping.get(name) or {}
     if not isinstance(value, dict):
         raise ProblemError(422, f"mapping {name} must be an object")

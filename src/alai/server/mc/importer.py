@@ -184,7 +184,7 @@ async def _write(cur: psycopg.AsyncCursor, plan: Plan, sha256: str, progress: Pr
         row[labels] = text_array(row[labels])
         return row
 
-    copying = asyncio.create_task(_copy(cur, "mc_tasks", TASK_COLUMNS, map(task_row, tasks), len(tasks), progress))
+    copying = asyncio.create_task(copy_rows(cur, "mc_tasks", TASK_COLUMNS, map(task_row, tasks), len(tasks), progress))
     outcomes = await asyncio.gather(copying, asyncio.to_thread(import_transform.transform_rest, plan),
                                     return_exceptions=True)
     for outcome in outcomes:
@@ -199,7 +199,7 @@ async def _write(cur: psycopg.AsyncCursor, plan: Plan, sha256: str, progress: Pr
         for child, new_id in zip(written, ids, strict=True):
             child.source.target_id = str(new_id)
         # COPY writes the given ids into GENERATED ALWAYS identity columns (as OVERRIDING SYSTEM VALUE).
-        await _copy(cur, table, columns, ((new_id, child.task_id, *child.values) for child, new_id in
+        await copy_rows(cur, table, columns, ((new_id, child.task_id, *child.values) for child, new_id in
                                           zip(written, ids, strict=True)), len(written), progress)
     stage[0] = "the verbatim source rows"
     # The largest COPY, written as text lines made here: psycopg's per-row adaptation
@@ -251,8 +251,9 @@ async def _reserve_ids(cur: psycopg.AsyncCursor, table: str, count: int) -> list
     return list(range(first, first + count))
 
 
-async def _copy(cur: psycopg.AsyncCursor, table: str, columns: tuple[str, ...], rows, total: int,
-                progress: Progress | None) -> None:
+async def copy_rows(cur: psycopg.AsyncCursor, table: str, columns: tuple[str, ...], rows, total: int,
+                    progress: Progress | None) -> None:
+    """COPY of `rows` into `table`, reporting progress every PROGRESS_EVERY rows (the HiveMind import too)."""
     stage = f"write {table}"
     if progress:
         progress(stage, 0, total)
@@ -311,14 +312,18 @@ def _report(plan: Plan, *, source: str, sha256: str, dry_run: bool, already_impo
               for name, (read, written, problems) in counts.items()]
     tables.append(ImportTableReport(table="mc_import_rows", rows_read=len(plan.source_rows), rows_written=written_rows,
                                     rows_with_problems=sum(1 for row in plan.source_rows if row.problems)))
-    warnings = list(plan.notes)
-    row_problems = [f"{row.table} {row.key}: {problem}" for row in plan.source_rows for problem in row.problems]
-    warnings.extend(row_problems[:MAX_ROW_WARNINGS])
-    if len(row_problems) > MAX_ROW_WARNINGS:
-        warnings.append(f"… and {len(row_problems) - MAX_ROW_WARNINGS} more problem(s): "
-                        "see mc_import_rows.problems")
+    warnings = [*plan.notes, *row_warnings(plan.source_rows, "mc_import_rows")]
     return ImportReport(
         source=source, source_sha256=sha256, dry_run=dry_run, already_imported=already_imported, tables=tables,
         status_map=plan.status_map, priority_map=plan.priority_map, column_map=plan.column_map, warnings=warnings,
         duration_seconds=round(duration, 3),
     )
+
+
+def row_warnings(source_rows, table: str) -> list[str]:
+    """The rows' problems as report warnings, at most MAX_ROW_WARNINGS, then where the rest are."""
+    problems = [f"{row.table} {row.key}: {problem}" for row in source_rows for problem in row.problems]
+    if len(problems) <= MAX_ROW_WARNINGS:
+        return problems
+    return [*problems[:MAX_ROW_WARNINGS], f"… and {len(problems) - MAX_ROW_WARNINGS} more problem(s): "
+                                          f"see {table}.problems"]
