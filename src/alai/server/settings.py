@@ -89,6 +89,26 @@ class Settings(BaseSettings):
     # unset: no backends (every model request answers 404/503).
     gateway_config: Path | None = None
 
+    # The agent runner. A claimed run's lease lasts this long unless its worker's
+    # heartbeat renews it; an expired lease puts the run back in the queue.
+    runs_lease_seconds: float = Field(default=30.0, ge=1, le=3600)
+    # A node whose last heartbeat is older than this counts as offline: runs that only
+    # it could take wait, with that as the reason.
+    nodes_offline_seconds: float = Field(default=20.0, ge=1, le=3600)
+    # How often each replica looks for expired leases, timeouts and runs to (un)pause.
+    runs_sweep_seconds: float = Field(default=1.0, gt=0, le=60)
+    # The model of agents that name none (or say `inherit`).
+    runs_default_model: str | None = None
+    # Where a run linked to a Mission Control task moves it: when its first attempt
+    # starts, when it succeeds, when it fails or times out ("" leaves it where it is).
+    runs_task_on_start: str = "in_progress"
+    runs_task_on_success: str = "done"
+    runs_task_on_failure: str = "blocked"
+    # Publish every run's state changes on HiveMind (topic runs.<agent>).
+    runs_publish_states: bool = True
+    # Agent definitions (*.md) loaded (registered or updated) at start-up.
+    agents_dir: Path | None = None
+
     # How often a replica records that it is alive (shown in /v1/status).
     instance_heartbeat_seconds: float = Field(default=15.0, gt=0)
 

@@ -341,3 +341,42 @@ class Notifier:
             except Exception as error:
                 log.warning("stream notifier lost its connection", channel=self.channel, error=str(error))
                 await asyncio.sleep(1.0)
+
+
+class Wakeup:
+    """A generation counter readers wait on; bumped by NOTIFY (listen_forever) and by
+    writers of this replica. A reader takes the generation before it reads, then waits
+    for a newer one: a wake-up that lands while it reads is not lost."""
+
+    def __init__(self) -> None:
+        self._condition = asyncio.Condition()
+        self.generation = 0
+
+    async def bump(self) -> None:
+        async with self._condition:
+            self.generation += 1
+            self._condition.notify_all()
+
+    async def wait(self, seen: int, timeout: float) -> int:
+        async with self._condition:
+            if self.generation == seen:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._condition.wait(), timeout)
+            return self.generation
+
+
+async def listen_forever(conninfo: str, channel: str, wakeup: Wakeup) -> None:
+    """LISTEN on `channel`, bumping `wakeup` per notification; listens again after a loss."""
+    while True:
+        try:
+            async with await psycopg.AsyncConnection.connect(conninfo, autocommit=True) as conn:
+                await conn.execute(f"LISTEN {channel}")
+                await wakeup.bump()  # anything committed while we were away
+                async for _ in conn.notifies():
+                    await wakeup.bump()
+        except asyncio.CancelledError:
+            raise
+        except Exception as error:  # database restart: listen again shortly
+            log.warning("listener lost its connection", channel=channel,
+                        error=str(error).splitlines()[0] if str(error) else repr(error))
+            await asyncio.sleep(1.0)

@@ -26,12 +26,12 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
-import psycopg
 import structlog
 from fastapi import FastAPI
 from psycopg import AsyncConnection
 
 from alai.server.mc.service import NOTIFY_CHANNEL
+from alai.server.streams import Wakeup, listen_forever
 from alai.wire.mc import Event
 
 log = structlog.get_logger("alai.mc.stream")
@@ -123,47 +123,12 @@ async def parse_position(conn: AsyncConnection, value: str | None) -> Position |
     return int(row["tx"]), event_id
 
 
-class Wakeup:
-    """A generation counter readers wait on; bumped by NOTIFY and by the poll timer."""
-
-    def __init__(self) -> None:
-        self._condition = asyncio.Condition()
-        self.generation = 0
-
-    async def bump(self) -> None:
-        async with self._condition:
-            self.generation += 1
-            self._condition.notify_all()
-
-    async def wait(self, seen: int, timeout: float) -> int:
-        async with self._condition:
-            if self.generation == seen:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._condition.wait(), timeout)
-            return self.generation
-
-
-async def _listen_forever(app: FastAPI, wakeup: Wakeup) -> None:
-    conninfo = app.state.settings.database_url.get_secret_value()
-    while True:
-        try:
-            async with await psycopg.AsyncConnection.connect(conninfo, autocommit=True) as conn:
-                await conn.execute(f"LISTEN {NOTIFY_CHANNEL}")
-                await wakeup.bump()  # anything committed while we were away
-                async for _ in conn.notifies():
-                    await wakeup.bump()
-        except asyncio.CancelledError:
-            raise
-        except Exception as error:  # database restart: listen again shortly
-            log.warning("mc stream listener lost its connection", error=str(error).splitlines()[0] if str(error) else "")
-            await asyncio.sleep(1.0)
-
-
 @contextlib.asynccontextmanager
 async def stream_lifespan(app: FastAPI) -> AsyncIterator[None]:
     wakeup = Wakeup()
     app.state.mc_wakeup = wakeup
-    listener = asyncio.create_task(_listen_forever(app, wakeup), name="mc-listen")
+    conninfo = app.state.settings.database_url.get_secret_value()
+    listener = asyncio.create_task(listen_forever(conninfo, NOTIFY_CHANNEL, wakeup), name="mc-listen")
     try:
         yield
     finally:

@@ -1,0 +1,290 @@
+"""The runner's API in process: agents, runs, the worker protocol (claim, heartbeat,
+guarded writes), leases, cancel, outcomes on Mission Control and HiveMind, bad input."""
+
+import asyncio
+
+import pytest
+
+CODER = """---
+name: coder
+description: Writes code
+model: qwen2.5-coder:32b
+tools: Read, Grep
+timeout: 10m
+---
+You write code.
+"""
+TASKER = """---
+name: tasker
+model: alaiml-task
+max_attempts: 2
+---
+You sort tasks.
+"""
+NODE = {"X-Alai-Node": "anvil"}
+
+
+@pytest.fixture
+def fast(settings):
+    settings.runs_lease_seconds = 1.5
+    settings.nodes_offline_seconds = 2
+    settings.runs_sweep_seconds = 0.2
+    return settings
+
+
+async def put_agent(client, name, text):
+    response = await client.put(f"/v1/agents/{name}", json={"definition": text})
+    assert response.status_code in (200, 201), response.text
+    return response.json()
+
+
+async def register(client, name, *models, capabilities=()):
+    caps = [f"model:{m}" for m in models] + list(capabilities)
+    response = await client.put(f"/v1/nodes/{name}", json={"capabilities": caps})
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+async def claim(client, node="anvil", capacity=1, wait=0.0):
+    response = await client.post(f"/v1/nodes/{node}/claim", json={"capacity": capacity, "wait": wait})
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+async def events_of(client, run_id):
+    return (await client.get(f"/v1/runs/{run_id}/events")).json()["items"]
+
+
+async def wait_for(predicate, timeout=10.0):
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        value = await predicate()
+        if value:
+            return value
+        assert asyncio.get_running_loop().time() < deadline, "timed out"
+        await asyncio.sleep(0.05)
+
+
+async def test_agents_are_versioned_and_parsed(client):
+    first = await put_agent(client, "coder", CODER)
+    assert first["version"] == 1 and first["tools"] == ["Read", "Grep"] and first["timeout_seconds"] == 600
+    assert first["model"] == "qwen2.5-coder:32b" and first["system_prompt"] == "You write code."
+    same = await put_agent(client, "coder", CODER)
+    assert same["version"] == 1  # the same text is no new version
+    second = await put_agent(client, "coder", CODER.replace("You write code.", "You write tests."))
+    assert second["version"] == 2
+    old = (await client.get("/v1/agents/coder", params={"version": 1})).json()
+    assert old["system_prompt"] == "You write code."
+    assert [a["name"] for a in (await client.get("/v1/agents")).json()] == ["coder"]
+    bad = await client.put("/v1/agents/coder", json={"definition": "---\nname: other\n---\nx"})
+    assert bad.status_code == 422 and "other" in bad.json()["detail"]
+    bad_yaml = await client.put("/v1/agents/x", json={"definition": "---\nmodel: [unclosed\n---\nx"})
+    assert bad_yaml.status_code == 422
+    assert (await client.put("/v1/agents/no spaces", json={"definition": "x"})).status_code == 422
+    assert (await client.delete("/v1/agents/coder")).status_code == 204
+    assert (await client.get("/v1/agents/coder")).status_code == 404
+
+
+async def test_a_run_waits_for_a_capable_node_then_runs_to_success(client, fast):
+    await put_agent(client, "tasker", TASKER)
+    created = await client.post("/v1/runs", json={"agent": "tasker", "input": "sort these"})
+    assert created.status_code == 201, created.text
+    run = created.json()
+    assert run["state"] == "waiting" and "model:alaiml-task:latest" in run["reason"]
+    assert run["requires"] == ["model:alaiml-task:latest"] and run["max_attempts"] == 2
+
+    await register(client, "forge", "devstral:24b")
+    assert await claim(client, "forge") == []  # forge cannot take it
+    await register(client, "anvil", "alaiml-task:latest", "bge-m3:latest")
+
+    async def queued():
+        return (await client.get(f"/v1/runs/{run['id']}")).json()["state"] == "queued"
+    await wait_for(queued)  # the sweeper saw anvil come online
+
+    claims = await claim(client)
+    assert len(claims) == 1 and claims[0]["input"] == "sort these"
+    assert claims[0]["agent"]["system_prompt"] == "You sort tasks." and claims[0]["run"]["attempt"] == 1
+    posted = await client.post(f"/v1/runs/{run['id']}/attempts/1/events", headers=NODE, json={"events": [
+        {"seq": 0, "kind": "output", "data": {"text": "a, "}}, {"seq": 1, "kind": "output", "data": {"text": "b"}}]})
+    assert posted.status_code == 204, posted.text
+    again = await client.post(f"/v1/runs/{run['id']}/attempts/1/events", headers=NODE, json={"events": [
+        {"seq": 1, "kind": "output", "data": {"text": "b"}}]})  # a retried post: stored once
+    assert again.status_code == 204
+    assert (await client.get(f"/v1/runs/{run['id']}/result")).status_code == 409
+    done = await client.post(f"/v1/runs/{run['id']}/attempts/1/complete", headers=NODE,
+                             json={"outcome": "succeeded", "output": "a, b", "usage": {"completion_tokens": 2}})
+    assert done.status_code == 200 and done.json()["state"] == "succeeded"
+    result = (await client.get(f"/v1/runs/{run['id']}/result")).json()
+    assert result["output"] == "a, b" and result["usage"] == {"completion_tokens": 2}
+
+    events = await events_of(client, run["id"])
+    states = [e["data"]["state"] for e in events if e["kind"] == "state"]
+    assert states == ["waiting", "queued", "running", "succeeded"]
+    assert [e["data"]["text"] for e in events if e["kind"] == "output"] == ["a, ", "b"]
+
+    nodes = {n["name"]: n for n in (await client.get("/v1/nodes")).json()}
+    assert nodes["anvil"]["online"] and nodes["anvil"]["models"] == ["alaiml-task:latest", "bge-m3:latest"]
+    # The HiveMind topic runs.tasker saw every change.
+    history = (await client.get("/v1/hive/topics/runs.tasker/messages")).json()["items"]
+    assert [m["payload"]["state"] for m in history] == ["waiting", "queued", "running", "succeeded"]
+
+
+async def test_an_expired_lease_requeues_and_the_old_attempt_is_refused(client, fast):
+    await put_agent(client, "tasker", TASKER)
+    await register(client, "anvil", "alaiml-task")
+    await register(client, "forge", "alaiml-task")
+    run = (await client.post("/v1/runs", json={"agent": "tasker", "input": "x"})).json()
+    first = await claim(client, "anvil")
+    assert first[0]["run"]["id"] == run["id"]
+
+    async def requeued():
+        return (await client.get(f"/v1/runs/{run['id']}")).json()["state"] == "queued"
+    await wait_for(requeued)  # anvil never renewed its lease
+    second = await claim(client, "forge")
+    assert second[0]["run"]["attempt"] == 2
+
+    late = await client.post(f"/v1/runs/{run['id']}/attempts/1/complete", headers=NODE,
+                             json={"outcome": "succeeded", "output": "zombie"})
+    assert late.status_code == 409 and late.json()["current_attempt"] == 2
+    late_events = await client.post(f"/v1/runs/{run['id']}/attempts/1/events", headers=NODE,
+                                    json={"events": [{"seq": 0, "kind": "output", "data": {"text": "zombie"}}]})
+    assert late_events.status_code == 409
+    beat = (await client.post("/v1/nodes/anvil/heartbeat",
+                              json={"running": [{"run_id": run["id"], "attempt": 1}]})).json()
+    assert beat["lost"] == [{"run_id": run["id"], "attempt": 1}]
+    ok = await client.post(f"/v1/runs/{run['id']}/attempts/2/complete", headers={"X-Alai-Node": "forge"},
+                           json={"outcome": "succeeded", "output": "real"})
+    assert ok.status_code == 200
+    assert (await client.get(f"/v1/runs/{run['id']}/result")).json()["output"] == "real"
+
+
+async def test_heartbeats_keep_a_lease_and_the_last_attempt_fails(client, fast):
+    await put_agent(client, "tasker", TASKER)
+    await register(client, "anvil", "alaiml-task")
+    run = (await client.post("/v1/runs", json={"agent": "tasker", "input": "x", "max_attempts": 1})).json()
+    await claim(client)
+    for _ in range(4):  # 2 s of heartbeats: longer than the 1.5 s lease
+        beat = await client.post("/v1/nodes/anvil/heartbeat", json={"running": [{"run_id": run["id"], "attempt": 1}]})
+        assert beat.json()["lost"] == [] and beat.json()["cancel"] == []
+        await asyncio.sleep(0.5)
+    assert (await client.get(f"/v1/runs/{run['id']}")).json()["state"] == "running"
+
+    async def failed():
+        body = (await client.get(f"/v1/runs/{run['id']}")).json()
+        return body if body["state"] == "failed" else None
+    body = await wait_for(failed)
+    assert "no attempts left" in body["reason"]
+
+
+async def test_a_failed_attempt_is_retried_while_attempts_remain(client, fast):
+    await put_agent(client, "tasker", TASKER)
+    await register(client, "anvil", "alaiml-task")
+    run = (await client.post("/v1/runs", json={"agent": "tasker", "input": "x"})).json()
+    await claim(client)
+    retried = await client.post(f"/v1/runs/{run['id']}/attempts/1/complete", headers=NODE,
+                                json={"outcome": "failed", "error": "model crashed"})
+    assert retried.json()["state"] == "queued" and "model crashed" in retried.json()["reason"]
+    await claim(client)
+    final = await client.post(f"/v1/runs/{run['id']}/attempts/2/complete", headers=NODE,
+                              json={"outcome": "failed", "error": "crashed again"})
+    assert final.json()["state"] == "failed"
+
+
+async def test_cancel_queued_and_running(client, fast):
+    await put_agent(client, "tasker", TASKER)
+    await register(client, "anvil", "alaiml-task")
+    queued = (await client.post("/v1/runs", json={"agent": "tasker", "input": "a", "priority": -1})).json()
+    running = (await client.post("/v1/runs", json={"agent": "tasker", "input": "b", "priority": 5})).json()
+    claimed = await claim(client)
+    assert claimed[0]["run"]["id"] == running["id"]  # higher priority first
+    cancelled = await client.post(f"/v1/runs/{queued['id']}/cancel")
+    assert cancelled.json()["state"] == "cancelled"
+    assert (await client.post(f"/v1/runs/{queued['id']}/cancel")).status_code == 409
+    asked = (await client.post(f"/v1/runs/{running['id']}/cancel")).json()
+    assert asked["state"] == "running" and asked["cancel_requested"]
+    beat = (await client.post("/v1/nodes/anvil/heartbeat",
+                              json={"running": [{"run_id": running["id"], "attempt": 1}]})).json()
+    assert beat["cancel"] == [{"run_id": running["id"], "attempt": 1}]
+    end = await client.post(f"/v1/runs/{running['id']}/attempts/1/complete", headers=NODE,
+                            json={"outcome": "cancelled"})
+    assert end.json()["state"] == "cancelled"
+
+
+async def test_a_run_linked_to_a_task_comments_and_moves_it(client, fast):
+    await put_agent(client, "tasker", TASKER)
+    await register(client, "anvil", "alaiml-task")
+    task = (await client.post("/v1/mc/tasks", json={"title": "Sort the inbox"})).json()
+    run = (await client.post("/v1/runs", json={"agent": "tasker", "input": "go", "task_id": task["id"]})).json()
+    await claim(client)
+
+    async def in_progress():
+        return (await client.get(f"/v1/mc/tasks/{task['id']}")).json()["status"] == "in_progress"
+    await wait_for(in_progress)
+    await client.post(f"/v1/runs/{run['id']}/attempts/1/complete", headers=NODE,
+                      json={"outcome": "succeeded", "output": "inbox sorted"})
+    after = (await client.get(f"/v1/mc/tasks/{task['id']}")).json()
+    assert after["status"] == "done"
+    comments = (await client.get(f"/v1/mc/tasks/{task['id']}/comments")).json()
+    assert any("inbox sorted" in c["body"] and f"Run {run['id']}" in c["body"] for c in comments)
+
+
+async def test_the_stream_follows_a_run_to_its_end_and_resumes(client, fast):
+    await put_agent(client, "tasker", TASKER)
+    await register(client, "anvil", "alaiml-task")
+    run = (await client.post("/v1/runs", json={"agent": "tasker", "input": "x"})).json()
+
+    async def worker():
+        await claim(client, wait=5)
+        for seq in range(3):
+            await client.post(f"/v1/runs/{run['id']}/attempts/1/events", headers=NODE,
+                              json={"events": [{"seq": seq, "kind": "output", "data": {"text": str(seq)}}]})
+            await asyncio.sleep(0.05)
+        await client.post(f"/v1/runs/{run['id']}/attempts/1/complete", headers=NODE,
+                          json={"outcome": "succeeded", "output": "012"})
+
+    async def read_stream(headers=None):
+        seen = []
+        async with client.stream("GET", f"/v1/runs/{run['id']}/stream", headers=headers or {}) as response:
+            assert response.status_code == 200
+            event_id = None
+            async for line in response.aiter_lines():
+                if line.startswith("id: "):
+                    event_id = line[4:]
+                elif line.startswith("event: "):
+                    seen.append((event_id, line[7:]))
+        return seen
+
+    streamed, _ = await asyncio.gather(read_stream(), worker())
+    kinds = [kind for _, kind in streamed]
+    assert kinds == ["state", "state", "output", "output", "output", "state"]  # queued, running, …, succeeded
+    resumed = await read_stream({"Last-Event-ID": streamed[2][0]})
+    assert [kind for _, kind in resumed] == ["output", "output", "state"]
+    assert await read_stream({"Last-Event-ID": streamed[-1][0]}) == []  # nothing after the end
+
+
+async def test_idempotent_create_and_bad_input(client):
+    await put_agent(client, "coder", CODER)
+    headers = {"Idempotency-Key": "run-1"}
+    made = await asyncio.gather(*[client.post("/v1/runs", json={"agent": "coder", "input": "x"}, headers=headers)
+                                  for _ in range(3)])
+    assert {r.status_code for r in made} == {201} and len({r.json()["id"] for r in made}) == 1
+    cases = [
+        ({"agent": "nobody"}, 422),
+        ({"agent": "coder", "timeout_seconds": 0}, 422),
+        ({"agent": "coder", "timeout_seconds": 10**9}, 422),
+        ({"agent": "coder", "max_attempts": 0}, 422),
+        ({"agent": "coder", "input": "x" * (1024 * 1024 + 1)}, 413),
+        ({"agent": "coder", "task_id": "MC-999999"}, 422),
+        ({"agent": "coder", "surprise": 1}, 422),
+    ]
+    for body, status in cases:
+        response = await client.post("/v1/runs", json=body)
+        assert response.status_code == status, (body, response.text)
+        assert response.headers["content-type"].startswith("application/problem+json")
+    assert (await client.get("/v1/runs/999999")).status_code == 404
+    assert (await client.get("/v1/runs", params={"state": "sleeping"})).status_code == 422
+    assert (await client.post("/v1/runs/1/attempts/1/events", json={"events": []})).status_code == 422
+    assert (await client.put("/v1/nodes/bad name", json={})).status_code == 422
+    assert (await client.put("/v1/nodes/n1", json={"capabilities": ["no-kind"]})).status_code == 422
+    page = (await client.get("/v1/runs", params={"agent": "coder", "limit": 1})).json()
+    assert len(page["items"]) == 1 and page["next_cursor"] is None
