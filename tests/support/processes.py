@@ -79,3 +79,48 @@ def run_cli(*args: str, env: dict[str, str] | None = None, timeout: float = 60.0
         [*ALAI, *args], env={**os.environ, **(env or {})}, capture_output=True, text=True,
         timeout=timeout, input=input,
     )
+
+
+@dataclass
+class NodeProcess:
+    """`alai node start` (or `alai worker`) as a process, to kill and start again."""
+
+    args: list[str]
+    env: dict[str, str]
+    log_path: Path
+    process: subprocess.Popen | None = None
+
+    def start(self) -> NodeProcess:
+        handle = open(self.log_path, "ab")  # noqa: SIM115 - owned by the process for its life
+        self.process = subprocess.Popen([*ALAI, *self.args], env={**os.environ, **self.env}, stdout=handle,
+                                        stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        handle.close()
+        return self
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def kill(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(10)
+
+    def stop(self, timeout: float = 30.0) -> int:
+        assert self.process is not None
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+        try:
+            return self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait(5)
+            raise AssertionError(f"the node did not stop within {timeout} s:\n{self.log()}") from None
+
+
+def start_node(name: str, *, server: str, token: str, ollama: str | None, log_dir: Path, extra: tuple[str, ...] = (),
+               env: dict[str, str] | None = None) -> NodeProcess:
+    args = ["node", "start", "--name", name, "--refresh", "0.5", "--grace", "0", *extra]
+    if ollama is not None:
+        args += ["--ollama", ollama]
+    node_env = {"ALAI_SERVER": server, "ALAI_TOKEN": token, **(env or {})}
+    return NodeProcess(args=args, env=node_env, log_path=log_dir / f"node-{name}.log").start()

@@ -1,0 +1,216 @@
+"""The runner with real processes: `alai serve`, `alai node start` on two "machines",
+each with a fake Ollama. Kill a node mid-run, cancel, time out, a model whose only node
+goes away, a control plane restarted under load."""
+
+import os
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.fakes.ollama import FakeOllamaProcess
+from tests.support.processes import free_port, start_node
+
+pytestmark = pytest.mark.e2e
+
+TOKEN = "runner-token"
+HEADERS = {"Authorization": f"Bearer {TOKEN}"}
+FAST = {"ALAI_ADMIN_TOKEN": TOKEN, "ALAI_RUNS_LEASE_SECONDS": "2", "ALAI_NODES_OFFLINE_SECONDS": "2",
+        "ALAI_RUNS_SWEEP_SECONDS": "0.2"}
+
+
+def agent(name: str, model: str | None = None, **extra: str) -> str:
+    lines = [f"name: {name}"] + ([f"model: {model}"] if model else []) + [f"{k}: {v}" for k, v in extra.items()]
+    return "---\n" + "\n".join(lines) + "\n---\nYou help.\n"
+
+
+@pytest.fixture
+def fakes():
+    started = []
+
+    def make(name, models, delay=0.0):
+        fake = FakeOllamaProcess(name, models, delay)
+        fake.start()
+        started.append(fake)
+        return fake
+
+    yield make
+    for fake in started:
+        if fake.process and fake.process.poll() is None:
+            fake.kill()
+
+
+@pytest.fixture
+def nodes(tmp_path):
+    started = []
+
+    def make(name, server, ollama=None, extra=(), env=None):
+        node = start_node(name, server=server.url, token=TOKEN, ollama=ollama, log_dir=tmp_path, extra=extra,
+                          env=env)
+        started.append(node)
+        return node
+
+    yield make
+    for node in started:
+        node.kill()
+
+
+@pytest.fixture
+def server(serve, database_url):
+    process = serve(env={"ALAI_DATABASE_URL": database_url, **FAST})
+    process.wait_ready()
+    return process
+
+
+def api(server) -> httpx.Client:
+    return httpx.Client(base_url=server.url, headers=HEADERS, timeout=10)
+
+
+def wait_until(check, timeout=30.0, what="condition", interval=0.05):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = check()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def online(http, *names):
+    listed = {node["name"]: node for node in http.get("/v1/nodes").json()}
+    return all(name in listed and listed[name]["online"] and listed[name]["models"] for name in names)
+
+
+def run_state(http, run_id):
+    return http.get(f"/v1/runs/{run_id}").json()
+
+
+def finished(http, run_id):
+    run = run_state(http, run_id)
+    return run if run["state"] in ("succeeded", "failed", "cancelled", "timed_out") else None
+
+
+def test_a_killed_node_s_run_is_finished_by_another_as_attempt_2(server, fakes, nodes):
+    anvil_ollama = fakes("anvil", ["shared:latest"], delay=0.05)
+    forge_ollama = fakes("forge", ["shared:latest"], delay=0.05)
+    with api(server) as http:
+        http.put("/v1/agents/writer", json={"definition": agent("writer", "shared")}).raise_for_status()
+        anvil = nodes("anvil", server, anvil_ollama.url)
+        forge = nodes("forge", server, forge_ollama.url)
+        wait_until(lambda: online(http, "anvil", "forge"), what="both nodes online")
+        words = " ".join(f"w{i}" for i in range(80))  # ~4 s of streaming
+        run = http.post("/v1/runs", json={"agent": "writer", "input": words}).json()
+
+        def streaming():
+            state = run_state(http, run["id"])
+            events = http.get(f"/v1/runs/{run['id']}/events").json()["items"]
+            return state if state["state"] == "running" and any(e["kind"] == "output" for e in events) else None
+        first = wait_until(streaming, what="output from the first attempt")
+        victim, survivor = (anvil, "forge") if first["node"] == "anvil" else (forge, "anvil")
+        victim.kill()  # kill -9 in the middle of the run
+
+        done = wait_until(lambda: finished(http, run["id"]), what="the run to finish")
+        assert done["state"] == "succeeded" and done["attempt"] == 2 and done["node"] == survivor
+        result = http.get(f"/v1/runs/{run['id']}/result").json()
+        assert result["output"].startswith(f"[{survivor}] echo: w0") and result["output"].rstrip().endswith("w79")
+
+        late = http.post(f"/v1/runs/{run['id']}/attempts/1/complete", headers={"X-Alai-Node": first["node"]},
+                         json={"outcome": "succeeded", "output": "from the dead"})
+        assert late.status_code == 409
+        assert http.get(f"/v1/runs/{run['id']}/result").json()["output"] == result["output"]
+        states = [e["data"] for e in http.get(f"/v1/runs/{run['id']}/events").json()["items"] if e["kind"] == "state"]
+        assert [s["state"] for s in states] == ["queued", "running", "queued", "running", "succeeded"]
+        assert "stopped renewing its lease" in states[2]["reason"]
+
+
+SLEEPER = "sh -c 'sleep 300 & echo $! > \"$PIDFILE\"; wait'"
+
+
+def _pid_gone(path: Path):
+    def check():
+        if not path.exists() or not path.read_text().strip():
+            return False
+        try:
+            os.kill(int(path.read_text()), 0)
+        except ProcessLookupError:
+            return True
+        return False
+    return check
+
+
+@pytest.mark.parametrize("how", ["cancel", "timeout"])
+def test_cancel_and_timeout_kill_the_executing_process_group(server, nodes, tmp_path, how):
+    pidfile = tmp_path / "child.pid"
+    with api(server) as http:
+        http.put("/v1/agents/sleeper", json={"definition": agent("sleeper", executor="command",
+                                                                 command="sleeper")}).raise_for_status()
+        nodes("box", server, ollama=f"http://127.0.0.1:{free_port()}", extra=("--command", f"sleeper={SLEEPER}"),
+              env={"PIDFILE": str(pidfile)})
+        body = {"agent": "sleeper", "input": "zzz"} | ({"timeout_seconds": 2} if how == "timeout" else {})
+        run = http.post("/v1/runs", json=body).json()
+        wait_until(lambda: pidfile.exists() and pidfile.read_text().strip(), what="the command to start")
+        if how == "cancel":
+            assert http.post(f"/v1/runs/{run['id']}/cancel").json()["cancel_requested"]
+        done = wait_until(lambda: finished(http, run["id"]), what="the run to end")
+        assert done["state"] == ("cancelled" if how == "cancel" else "timed_out")
+        wait_until(_pid_gone(pidfile), timeout=10, what="the grandchild to be killed")
+
+
+def test_runs_for_a_model_whose_only_node_is_away_wait_and_resume(server, fakes, nodes):
+    anvil_ollama = fakes("anvil", ["alaiml-task:latest"])
+    with api(server) as http:
+        http.put("/v1/agents/tasker", json={"definition": agent("tasker", "alaiml-task")}).raise_for_status()
+        anvil = nodes("anvil", server, anvil_ollama.url)
+        wait_until(lambda: online(http, "anvil"), what="anvil online")
+        anvil.stop()  # ANVIL goes away
+        wait_until(lambda: not online(http, "anvil"), what="anvil offline")
+        runs = [http.post("/v1/runs", json={"agent": "tasker", "input": f"task {i}"}).json() for i in range(3)]
+        assert all(run["state"] == "waiting" and "anvil" in run["reason"] for run in runs)
+        time.sleep(1.0)
+        assert all(run_state(http, run["id"])["state"] == "waiting" for run in runs)  # nothing fails meanwhile
+
+        nodes("anvil", server, anvil_ollama.url)  # back
+        for run in runs:
+            done = wait_until(lambda run=run: finished(http, run["id"]), what="the paused runs to complete")
+            assert done["state"] == "succeeded" and done["attempt"] == 1
+
+
+def test_a_node_s_models_come_from_its_ollama(server, fakes, nodes):
+    ollama = fakes("anvil", ["alaiml-task:latest"])
+    with api(server) as http:
+        nodes("anvil", server, ollama.url)
+        wait_until(lambda: online(http, "anvil"), what="anvil online")
+        ollama.kill()  # Ollama dies, the node lives: it stops offering the model
+        wait_until(lambda: not {n["name"]: n for n in http.get("/v1/nodes").json()}["anvil"]["models"],
+                   what="the model to be withdrawn")
+
+
+def test_a_control_plane_restarted_under_load_loses_no_run_and_runs_none_twice(serve, database_url, fakes, nodes):
+    port = free_port()
+    env = {"ALAI_DATABASE_URL": database_url, **FAST}
+    server = serve(env=env, port=port)
+    server.wait_ready()
+    anvil_ollama = fakes("anvil", ["shared:latest"], delay=0.02)
+    forge_ollama = fakes("forge", ["shared:latest"], delay=0.02)
+    with api(server) as http:
+        http.put("/v1/agents/writer", json={"definition": agent("writer", "shared")}).raise_for_status()
+        nodes("anvil", server, anvil_ollama.url)
+        nodes("forge", server, forge_ollama.url)
+        wait_until(lambda: online(http, "anvil", "forge"), what="nodes online")
+        ids = [http.post("/v1/runs", json={"agent": "writer", "input": f"job {i} a b c d e"}).json()["id"]
+               for i in range(30)]
+    time.sleep(0.5)
+    server.process.kill()  # mid-load: some runs done, some running, some queued
+    server.process.wait(10)
+    restarted = serve(env=env, port=port)
+    restarted.wait_ready()
+    with api(restarted) as http:
+        for run_id in ids:
+            done = wait_until(lambda run_id=run_id: finished(http, run_id), timeout=60, what=f"run {run_id}")
+            assert done["state"] == "succeeded", done
+            states = [e["data"]["state"] for e in http.get(f"/v1/runs/{run_id}/events").json()["items"]
+                      if e["kind"] == "state"]
+            assert states.count("succeeded") == 1 and states[-1] == "succeeded"
+            output = http.get(f"/v1/runs/{run_id}/result").json()["output"]
+            assert f"echo: job {ids.index(run_id)} a b c d e" in output
