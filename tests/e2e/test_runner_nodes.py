@@ -214,3 +214,95 @@ def test_a_control_plane_restarted_under_load_loses_no_run_and_runs_none_twice(s
             assert states.count("succeeded") == 1 and states[-1] == "succeeded"
             output = http.get(f"/v1/runs/{run_id}/result").json()["output"]
             assert f"echo: job {ids.index(run_id)} a b c d e" in output
+
+
+def test_a_cloud_worker_runs_cloud_models_through_the_gateway(serve, database_url, fakes, nodes, tmp_path):
+    from tests.fakes.anthropic import FakeAnthropicProcess
+    from tests.fakes.openai_compat import FakeOpenAIProcess
+
+    llama = "meta-llama/Llama-3.3-70B-Instruct-Turbo"
+    together = FakeOpenAIProcess("together", [llama], extra=("--api-key", "tg-key"))
+    claude = FakeAnthropicProcess("claude", ["claude-sonnet-4-5"], extra=("--api-key", "sk-ant"))
+    for fake in (together, claude):
+        fake.start()
+    try:
+        config = tmp_path / "gateway.yaml"
+        down = f"http://127.0.0.1:{free_port()}"  # ANVIL is away
+        config.write_text(f"""
+backends:
+  - {{name: anvil, kind: ollama, url: "{down}", health_interval_seconds: 0.5, connect_timeout_seconds: 0.5}}
+  - {{name: together, kind: openai, url: "{together.url}", api_key: "tg-key"}}
+  - {{name: claude, kind: anthropic, url: "{claude.url}", api_key: "sk-ant"}}
+models:
+  "orchestrator":
+    routes: [{{backend: anvil}}, {{backend: together, model: "{llama}"}}]
+  "claude-sonnet":
+    routes: [{{backend: claude, model: "claude-sonnet-4-5"}}]
+  "alaiml-task":
+    routes: [{{backend: anvil}}]
+    when_down: pause
+""")
+        agents_dir = tmp_path / "agents"
+        agents_dir.mkdir()
+        (agents_dir / "reviewer.md").write_text(agent("reviewer", "claude-sonnet", description="Reviews"))
+        (agents_dir / "planner.md").write_text(agent("planner", "orchestrator"))
+        (agents_dir / "broken.md").write_text("---\nexecutor: teleport\n---\nx")
+        server = serve(env={"ALAI_DATABASE_URL": database_url, "ALAI_GATEWAY_CONFIG": str(config),
+                            "ALAI_AGENTS_DIR": str(agents_dir), **FAST})
+        server.wait_ready()
+        worker = nodes("cloud-1", server)
+        worker.stop()
+        worker.args[:2] = ["worker"]  # the same process helper, as `alai worker`
+        worker.args = [a for a in worker.args if a not in ("--refresh", "0.5")]
+        worker.start()
+        with api(server) as http:
+            assert sorted(a["name"] for a in http.get("/v1/agents").json()) == ["planner", "reviewer"]
+            assert "broken" in server.log() and "executor must be llm or command" in server.log()
+            wait_until(lambda: online(http, "cloud-1"), what="the worker online")
+            listed = {n["name"]: n for n in http.get("/v1/nodes").json()}["cloud-1"]
+            assert listed["kind"] == "worker"
+            assert sorted(listed["models"]) == ["claude-sonnet:latest", "orchestrator:latest"]  # not alaiml-task
+
+            review = http.post("/v1/runs", json={"agent": "reviewer", "input": "check this"}).json()
+            plan = http.post("/v1/runs", json={"agent": "planner", "input": "plan that"}).json()
+            paused = http.post("/v1/runs", json={"agent": "planner", "model": "alaiml-task", "input": "x"}).json()
+            assert paused["state"] == "waiting"
+            for run, backend, said in ((review, "claude", "check this"), (plan, "together", "plan that")):
+                done = wait_until(lambda run=run: finished(http, run["id"]), what=f"run {run['id']}")
+                assert done["state"] == "succeeded", done
+                output = http.get(f"/v1/runs/{run['id']}/result").json()["output"]
+                assert output.startswith(f"[{backend}] echo:") and said in output
+            usage = http.get("/v1/gateway/usage", params={"by": "backend"}).json()
+            assert {row["key"] for row in usage["rows"]} >= {"claude", "together"}
+            assert run_state(http, paused["id"])["state"] == "waiting"
+    finally:
+        for fake in (together, claude):
+            fake.kill()
+
+
+def test_a_run_s_events_over_websocket_end_with_its_final_state(server, fakes, nodes):
+    import json
+
+    from websockets.sync.client import connect
+
+    ollama = fakes("anvil", ["shared:latest"], delay=0.01)
+    with api(server) as http:
+        http.put("/v1/agents/writer", json={"definition": agent("writer", "shared")}).raise_for_status()
+        run = http.post("/v1/runs", json={"agent": "writer", "input": "one two three"}).json()
+        nodes("anvil", server, ollama.url)
+        url = f"{server.url.replace('http://', 'ws://')}/v1/runs/{run['id']}/ws"
+        frames = []
+        with connect(url, additional_headers=HEADERS, open_timeout=5, max_queue=None, close_timeout=2) as ws:
+            for raw in ws:
+                frames.append(json.loads(raw))
+        states = [f["data"]["state"] for f in frames if f["kind"] == "state"]
+        # Waiting until the node registers (queued if the sweeper saw it before its claim), then it runs.
+        assert states[0] == "waiting" and states[-2:] == ["running", "succeeded"] and len(states) in (3, 4)
+        text = "".join(f["data"]["text"] for f in frames if f["kind"] == "output")
+        assert text == "[anvil] echo: one two three"
+        assert any(f["kind"] == "usage" and f["data"]["completion_tokens"] for f in frames)
+        # Resuming after the third event gives the rest, and nothing after the end.
+        with connect(f"{url}?after={frames[2]['position']}", additional_headers=HEADERS, open_timeout=5,
+                     max_queue=None, close_timeout=2) as ws:
+            rest = [json.loads(raw) for raw in ws]
+        assert [f["id"] for f in rest] == [f["id"] for f in frames[3:]]
