@@ -28,6 +28,10 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "hive": ("alai.cli.hive", "hive", "HiveMind: publish, subscribe live, read history; the agents' shared memory."),
     "gateway": ("alai.cli.gateway", "gateway", "The model gateway: which backend is up, where models go now."),
     "start": ("alai.cli.start", "start", "Start the local :11434 model proxy (scripts for Ollama keep working)."),
+    "agent": ("alai.cli.agent", "agent", "Agents and their runs: run one and follow it, logs, cancel, definitions."),
+    "nodes": ("alai.cli.nodes", "nodes", "Show the data-plane nodes and workers: heartbeat, models, running runs."),
+    "node": ("alai.cli.node", "node", "Run the data-plane daemon on a model machine (alai node start)."),
+    "worker": ("alai.cli.node", "worker", "Run a cloud worker for runs whose models the gateway serves."),
 }
 
 
