@@ -93,8 +93,15 @@ def start(ctx: click.Context, name: str | None, concurrency: int, commands: tupl
     named = _commands(commands)
     probe = httpx.AsyncClient()
 
+    reachable = [True]
+
     async def advertised() -> list[str]:
         models = await caps.ollama_models(probe, ollama)
+        if (models is not None) != reachable[0]:
+            reachable[0] = models is not None
+            click.echo(f"Ollama at {ollama} is {'back' if reachable[0] else 'not answering'}: offering "
+                       f"{'its models again' if reachable[0] else 'no models until it is (their runs wait)'}",
+                       err=True)
         return caps.capabilities(models or [], named)
 
     async def execute(execution, emit):

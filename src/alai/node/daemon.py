@@ -197,6 +197,8 @@ class Daemon:
             if response.status_code == 404:
                 await self._register()
                 continue
+            if response.status_code in (401, 403):
+                raise SystemExit(f"the control plane refused this node's token: {_detail(response)}")
             if response.status_code >= 400:
                 log.warning("claim refused; retrying", status=response.status_code, detail=_detail(response),
                             retry_in=delay)
