@@ -26,7 +26,7 @@ NODE = {"X-Alai-Node": "anvil"}
 
 @pytest.fixture
 def fast(settings):
-    settings.runs_lease_seconds = 1.5
+    settings.runs_lease_seconds = 3
     settings.nodes_offline_seconds = 2
     settings.runs_sweep_seconds = 0.2
     return settings
@@ -52,7 +52,14 @@ async def claim(client, node="anvil", capacity=1, wait=0.0):
 
 
 async def events_of(client, run_id):
-    return (await client.get(f"/v1/runs/{run_id}/events")).json()["items"]
+    """A finished run's events. Events become readable once every older transaction in
+    the database has ended (the stream's horizon): under load that is a moment later."""
+    async def complete():
+        items = (await client.get(f"/v1/runs/{run_id}/events")).json()["items"]
+        final = items and items[-1]["kind"] == "state" and items[-1]["data"]["state"] in (
+            "succeeded", "failed", "cancelled", "timed_out")
+        return items if final else None
+    return await wait_for(complete)
 
 
 async def wait_for(predicate, timeout=10.0):
@@ -163,7 +170,7 @@ async def test_heartbeats_keep_a_lease_and_the_last_attempt_fails(client, fast):
     await register(client, "anvil", "alaiml-task")
     run = (await client.post("/v1/runs", json={"agent": "tasker", "input": "x", "max_attempts": 1})).json()
     await claim(client)
-    for _ in range(4):  # 2 s of heartbeats: longer than the 1.5 s lease
+    for _ in range(8):  # 4 s of heartbeats: longer than the 3 s lease
         beat = await client.post("/v1/nodes/anvil/heartbeat", json={"running": [{"run_id": run["id"], "attempt": 1}]})
         assert beat.json()["lost"] == [] and beat.json()["cancel"] == []
         await asyncio.sleep(0.5)

@@ -132,4 +132,5 @@ def _show_plan(plan, as_json: bool) -> None:
 from alai.cli import (
     admin_identity,  # noqa: E402,F401
     admin_import,  # noqa: E402,F401
+    admin_secrets,  # noqa: E402,F401
 )

@@ -32,6 +32,8 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "nodes": ("alai.cli.nodes", "nodes", "Show the data-plane nodes and workers: heartbeat, models, running runs."),
     "node": ("alai.cli.node", "node", "Run the data-plane daemon on a model machine (alai node start)."),
     "worker": ("alai.cli.node", "worker", "Run a cloud worker for runs whose models the gateway serves."),
+    "secrets": ("alai.cli.secrets", "secrets", "Secrets: list, read, write; the audit of who read what."),
+    "run": ("alai.cli.run", "run", "Run a command with secrets in its environment, masked in its output."),
 }
 
 

@@ -48,6 +48,20 @@ def serve(host: str | None, port: int | None, data_dir: Path | None, modules: st
             gateway_config.load(settings.gateway_config)
         except gateway_config.ConfigError as error:
             raise click.ClickException(f"{error} (ALAI_GATEWAY_CONFIG)") from None
+    if settings.secrets_config is not None:
+        from alai.server.secrets import config as secrets_config
+
+        try:
+            secrets_config.load(settings.secrets_config)
+        except secrets_config.ConfigError as error:
+            raise click.ClickException(f"{error} (ALAI_SECRETS_CONFIG)") from None
+    if settings.master_key is not None:
+        from alai.server.secrets import local
+
+        try:
+            local.parse_master_key(settings.master_key.get_secret_value())
+        except local.MasterKeyError as error:
+            raise click.ClickException(str(error)) from None
     import psycopg
 
     try:

@@ -32,6 +32,8 @@ class Principal:
     kind: str
     scopes: frozenset[str] = field(default_factory=frozenset)
     name: str | None = None
+    # An agent's run token: the secret paths (globs) its definition lists; nothing else.
+    secret_paths: tuple[str, ...] = ()
 
     def has_scope(self, scope: str) -> bool:
         return ADMIN_SCOPE in self.scopes or scope in self.scopes

@@ -23,6 +23,7 @@ from alai.server.settings import Settings
 
 log = structlog.get_logger("alai.serve")
 ADMIN_TOKEN_FILE = "admin-token"
+MASTER_KEY_FILE = "master-key"
 
 
 class GracefulExit(SystemExit):
@@ -46,13 +47,13 @@ class DrainingServer(uvicorn.Server):
         super().handle_exit(sig, frame)  # type: ignore[arg-type]
 
 
-def load_or_create_admin_token(path: Path) -> str:
-    """The local admin token: created once, readable only by its owner."""
+def load_or_create_admin_token(path: Path, make=lambda: secrets.token_urlsafe(32)) -> str:
+    """The local admin token (or another local secret): created once, readable only by its owner."""
     if path.exists():
         token = path.read_text().strip()
         if token:
             return token
-    token = secrets.token_urlsafe(32)
+    token = make()
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as handle:
         handle.write(token + "\n")
@@ -77,6 +78,11 @@ def run(settings: Settings) -> int:
                 updates["admin_token"] = SecretStr(load_or_create_admin_token(token_file))
                 updates["admin_token_file"] = token_file
                 log.info("local admin token ready; the CLI on this machine uses it", file=str(token_file))
+            if settings.master_key is None:  # the local secrets store's key, kept beside the database
+                from alai.server.secrets.local import new_master_key
+
+                updates["master_key"] = SecretStr(load_or_create_admin_token(
+                    settings.data_dir / MASTER_KEY_FILE, make=new_master_key))
             settings = settings.model_copy(update=updates)
 
         if settings.migrate_on_start:

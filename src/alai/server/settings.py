@@ -109,6 +109,12 @@ class Settings(BaseSettings):
     # Agent definitions (*.md) loaded (registered or updated) at start-up.
     agents_dir: Path | None = None
 
+    # Secrets: mounted backends, cache and policies (YAML, see secrets/config.py); unset:
+    # one local encrypted store. Its key: 32 random bytes, base64 (`alai admin secrets
+    # new-key`); unset with the embedded database, one is kept in <data dir>/master-key.
+    secrets_config: Path | None = None
+    master_key: SecretStr | None = None
+
     # How often a replica records that it is alive (shown in /v1/status).
     instance_heartbeat_seconds: float = Field(default=15.0, gt=0)
 
