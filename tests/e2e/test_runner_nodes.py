@@ -17,7 +17,7 @@ pytestmark = pytest.mark.e2e
 TOKEN = "runner-token"
 HEADERS = {"Authorization": f"Bearer {TOKEN}"}
 FAST = {"ALAI_ADMIN_TOKEN": TOKEN, "ALAI_RUNS_LEASE_SECONDS": "2", "ALAI_NODES_OFFLINE_SECONDS": "2",
-        "ALAI_RUNS_SWEEP_SECONDS": "0.2"}
+        "ALAI_RUNS_SWEEP_SECONDS": "0.2", "ALAI_MASTER_KEY": "u2l8uGf6n6Ri6yVVbmFrOkhVSnx2kU4lIoPp6XYn9s0="}
 
 
 def agent(name: str, model: str | None = None, **extra: str) -> str:
@@ -307,3 +307,27 @@ def test_a_run_s_events_over_websocket_end_with_its_final_state(server, fakes, n
                      max_queue=None, close_timeout=2) as ws:
             rest = [json.loads(raw) for raw in ws]
         assert [f["id"] for f in rest] == [f["id"] for f in frames[3:]]
+
+
+def test_a_command_gets_its_agent_s_secrets_and_nothing_else(server, nodes, tmp_path):
+    import hashlib
+    import sys
+
+    probe = tmp_path / "probe.py"
+    probe.write_text("import os, httpx\n"
+                     "url = os.environ['ALAI_SERVER'] + '/v1/secrets/values/other/x'\n"
+                     "auth = {'Authorization': 'Bearer ' + os.environ['ALAI_TOKEN']}\n"
+                     "print('other/x:', httpx.get(url, headers=auth).status_code)\n")
+    command = f"sh -c 'printf %s \"$DB_PASSWORD\" | sha256sum; {sys.executable} {probe}'"
+    with api(server) as http:
+        http.put("/v1/secrets/values/team/db", json={"value": "s3cr3t-db"}).raise_for_status()
+        http.put("/v1/secrets/values/other/x", json={"value": "not yours"}).raise_for_status()
+        definition = agent("deployer", executor="command", command="deploy") \
+            .replace("---\nYou", "env: {DB_PASSWORD: secret://team/db}\n---\nYou")
+        http.put("/v1/agents/deployer", json={"definition": definition}).raise_for_status()
+        nodes("box", server, ollama=f"http://127.0.0.1:{free_port()}", extra=("--command", f"deploy={command}"))
+        run = http.post("/v1/runs", json={"agent": "deployer", "input": ""}).json()
+        done = wait_until(lambda: finished(http, run["id"]), what="the command run")
+        assert done["state"] == "succeeded", done
+        output = http.get(f"/v1/runs/{run['id']}/result").json()["output"]
+        assert hashlib.sha256(b"s3cr3t-db").hexdigest() in output and "other/x: 403" in output

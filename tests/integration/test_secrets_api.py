@@ -159,3 +159,34 @@ async def test_without_a_master_key_the_local_store_says_why(app, client, settin
     response = await client.get("/v1/secrets/values/any/thing")
     assert response.status_code == 503 and "ALAI_MASTER_KEY" in response.json()["detail"]
     assert response.headers["retry-after"] == "30"
+
+
+async def test_a_run_token_reads_only_what_its_agent_lists(app, client):
+    await client.put("/v1/secrets/values/together/api-key", json={"value": "tg"})
+    await client.put("/v1/secrets/values/team/db", json={"value": "db-pass"})
+    await client.put("/v1/secrets/values/other/x", json={"value": "nope"})
+    await client.put("/v1/secrets/policies/everyone", json={"principals": ["*"], "actions": ["read", "list"],
+                                                            "paths": ["**"]})  # cannot widen an agent's list
+    definition = ("---\nname: deployer\nexecutor: command\ncommand: deploy\nsecrets: [together/*]\n"
+                  "env: {DB_PASSWORD: secret://team/db}\n---\nDeploy.\n")
+    assert (await client.put("/v1/agents/deployer", json={"definition": definition})).status_code in (200, 201)
+    bad = "---\nenv: {DB: plain-value}\n---\nx"
+    assert (await client.put("/v1/agents/bad-env", json={"definition": bad})).status_code == 422
+    await client.put("/v1/nodes/box", json={"capabilities": ["executor:command", "command:deploy"]})
+    run = (await client.post("/v1/runs", json={"agent": "deployer", "input": "go"})).json()
+    claims = (await client.post("/v1/nodes/box/claim", json={"wait": 2})).json()
+    assert claims[0]["run"]["id"] == run["id"] and claims[0]["agent"]["env"] == {"DB_PASSWORD": "secret://team/db"}
+    token = claims[0]["token"]
+    assert token
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://alai.test",
+                                 headers={"Authorization": f"Bearer {token}"}) as agent:
+        ok = await agent.post("/v1/secrets/resolve", json={"references": ["secret://together/api-key",
+                                                                          "secret://team/db"]})
+        assert ok.status_code == 200 and ok.json()["values"]["secret://team/db"] == "db-pass"
+        assert (await agent.get("/v1/secrets/values/other/x")).status_code == 403
+        assert (await agent.put("/v1/secrets/values/together/api-key", json={"value": "x"})).status_code == 403
+        assert (await agent.get("/v1/mc/tasks")).status_code == 403  # a run token is for secrets only
+    audit = (await client.get("/v1/secrets/audit", params={"principal": "deployer"})).json()["items"]
+    assert {(item["path"], item["outcome"]) for item in audit} >= {("other/x", "denied"), ("team/db", "ok")}
+    plain = (await client.put("/v1/agents/plain", json={"definition": "---\nmodel: m\n---\nx"})).json()
+    assert plain["secrets"] == [] and plain["env"] == {}

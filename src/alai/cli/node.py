@@ -35,6 +35,15 @@ def _config(ctx: click.Context, name: str | None, kind: str, concurrency: int, g
                   concurrency=concurrency, grace_seconds=grace)
 
 
+async def _command(executors, client, named: dict[str, str], spec, emit):
+    """A named command, with the agent's secrets in its environment."""
+    try:
+        extra = await executors.resolve_env(client, spec)
+    except executors.SecretsUnavailable as error:
+        return executors.Outcome("failed", error=f"the agent's secrets could not be read: {error}")
+    return await executors.run_command(named[spec.command], spec, emit, extra_env=extra)
+
+
 def _run(daemon) -> None:
     import asyncio
 
@@ -107,7 +116,7 @@ def start(ctx: click.Context, name: str | None, concurrency: int, commands: tupl
     async def execute(execution, emit):
         spec = execution.spec
         if spec.command:
-            return await executors.run_command(named[spec.command], spec, emit)
+            return await _command(executors, probe, named, spec, emit)
         return await executors.ollama_chat(probe, ollama, spec, emit)
 
     click.echo(f"alai node {config.name}: serving {ollama} for {config.server} (Ctrl-C to stop)", err=True)
@@ -145,7 +154,7 @@ def worker(ctx: click.Context, name: str | None, concurrency: int, commands: tup
     async def execute(execution, emit):
         spec = execution.spec
         if spec.command:
-            return await executors.run_command(named[spec.command], spec, emit)
+            return await _command(executors, client, named, spec, emit)
         return await executors.ollama_chat(client, config.server, spec, emit, headers=auth)
 
     click.echo(f"alai worker {config.name}: running cloud-model runs for {config.server} (Ctrl-C to stop)", err=True)

@@ -235,7 +235,8 @@ class Daemon:
         run, agent = claimed["run"], claimed["agent"]
         spec = RunSpec(run_id=run["id"], attempt=run["attempt"], agent=agent["name"], model=run.get("model"),
                        system_prompt=agent.get("system_prompt") or "", input=claimed["input"],
-                       command=agent.get("command"), tools=agent.get("tools") or [])
+                       command=agent.get("command"), tools=agent.get("tools") or [], token=claimed.get("token"),
+                       env=agent.get("env") or {}, server=self.config.server)
         assert self._loop is not None
         remaining = (datetime.fromisoformat(claimed["deadline"]) - datetime.now().astimezone()).total_seconds()
         execution = Execution(spec=spec, deadline=self._loop.time() + max(0.0, remaining))

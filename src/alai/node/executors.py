@@ -51,6 +51,31 @@ class RunSpec:
     input: str
     command: str | None
     tools: list[str] = field(default_factory=list)
+    token: str | None = None  # the run's own token (reads the secrets its agent lists)
+    env: dict[str, str] = field(default_factory=dict)  # NAME: secret://path, for a command
+    server: str | None = None
+
+
+class SecretsUnavailable(Exception):
+    pass
+
+
+async def resolve_env(client: httpx.AsyncClient, spec: RunSpec) -> dict[str, str]:
+    """The command's environment variables from secrets, read with the run's token."""
+    if not spec.env:
+        return {}
+    if not spec.token or not spec.server:
+        raise SecretsUnavailable("the agent's env names secrets but the run has no token")
+    try:
+        response = await client.post(f"{spec.server.rstrip('/')}/v1/secrets/resolve",
+                                     json={"references": sorted(set(spec.env.values()))},
+                                     headers={"Authorization": f"Bearer {spec.token}"}, timeout=30.0)
+    except httpx.HTTPError as error:
+        raise SecretsUnavailable(f"the control plane did not answer: {type(error).__name__}") from None
+    if response.status_code != 200:
+        raise SecretsUnavailable(_error_text(response.text))
+    values = response.json()["values"]
+    return {name: values[reference] for name, reference in spec.env.items()}
 
 
 async def ollama_chat(client: httpx.AsyncClient, base_url: str, spec: RunSpec, emit: Emit,
@@ -126,14 +151,18 @@ def _stream_json(line: str, emit: Emit, state: dict[str, Any]) -> bool:
     return True
 
 
-async def run_command(command_line: str, spec: RunSpec, emit: Emit) -> Outcome:
+async def run_command(command_line: str, spec: RunSpec, emit: Emit, *,
+                      extra_env: dict[str, str] | None = None) -> Outcome:
     scratch = tempfile.mkdtemp(prefix=f"alai-run-{spec.run_id}-")
     prompt_file = os.path.join(scratch, ".alai-system-prompt.md")
     with open(prompt_file, "w", encoding="utf-8") as handle:
         handle.write(spec.system_prompt)
     env = dict(os.environ, ALAI_RUN_ID=str(spec.run_id), ALAI_RUN_ATTEMPT=str(spec.attempt), ALAI_AGENT=spec.agent,
                ALAI_MODEL=spec.model or "", ALAI_SYSTEM_PROMPT_FILE=prompt_file)
-    env.pop("ALAI_TOKEN", None)  # the worker's credentials are not the command's
+    env.pop("ALAI_TOKEN", None)  # the worker's credentials are not the command's …
+    if spec.token and spec.server:  # … the run's own token is (it reads the agent's secrets only)
+        env.update(ALAI_TOKEN=spec.token, ALAI_SERVER=spec.server)
+    env.update(extra_env or {})
     process = await asyncio.create_subprocess_exec(
         *shlex.split(command_line), cwd=scratch, env=env, stdin=asyncio.subprocess.PIPE,
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, start_new_session=True)

@@ -68,6 +68,10 @@ class Agent(BaseModel):
     command: str | None = None  # for executor "command": a command the worker has configured under this name
     timeout_seconds: int | None = None
     max_attempts: int | None = None
+    # Secret paths (globs) the agent's runs may read, and environment variables of a
+    # command run set from secrets (NAME: secret://path); both through the run's token.
+    secrets: list[str] = Field(default_factory=list)
+    env: dict[str, str] = Field(default_factory=dict)
     front_matter: dict[str, Any] = Field(default_factory=dict)
     system_prompt: str
     definition: str
@@ -197,6 +201,9 @@ class Claim(BaseModel):
     input: str
     deadline: datetime  # the timeout, as a moment
     lease_seconds: float
+    # The run's own token (until the deadline), when its agent lists secrets: it reads
+    # those and nothing else (POST /v1/secrets/resolve). Given to a command as ALAI_TOKEN.
+    token: str | None = None
 
 
 class EventIn(BaseModel):

@@ -113,9 +113,14 @@ def builtin_jwt_authenticator(app: FastAPI):
         except jwt.InvalidTokenError as error:
             raise ProblemError(401, f"the access token is not valid ({error}); run `alai login` again",
                                headers={"WWW-Authenticate": 'Bearer error="invalid_token"'}) from None
-        principal = Principal(subject=str(claims["sub"]), kind="user",
-                              scopes=frozenset(str(claims.get("scope", "")).split()),
-                              name=claims.get("email") or claims.get("name") or str(claims["sub"]))
+        if claims.get("alai_kind") == "agent":  # a run's token (jwt_tokens.agent_token)
+            principal = Principal(subject=str(claims["sub"]), kind="agent",
+                                  scopes=frozenset(str(claims.get("scope", "")).split()), name=str(claims["agent"]),
+                                  secret_paths=tuple(str(path) for path in claims.get("secret_paths") or ()))
+        else:
+            principal = Principal(subject=str(claims["sub"]), kind="user",
+                                  scopes=frozenset(str(claims.get("scope", "")).split()),
+                                  name=claims.get("email") or claims.get("name") or str(claims["sub"]))
         verified.put(token, principal, float(claims["exp"]))
         return principal
 

@@ -38,6 +38,17 @@ def access_token(
     return sign(keyring, {k: v for k, v in claims.items() if v is not None}, typ="at+jwt")
 
 
+def agent_token(keyring: KeyRing, *, issuer: str, agent: str, run_id: int, secret_paths: list[str],
+                ttl: int) -> str:
+    """A run's own credential, handed to the command that executes it: it may read the
+    secrets its agent's definition lists, nothing else, until the run's deadline."""
+    now = int(time.time())
+    claims = {"iss": issuer, "sub": f"agent:{agent}", "aud": ACCESS_TOKEN_AUDIENCE, "iat": now, "nbf": now,
+              "exp": now + ttl, "jti": uuid.uuid4().hex, "scope": "secrets:read", "alai_kind": "agent",
+              "agent": agent, "run": run_id, "secret_paths": secret_paths}
+    return sign(keyring, claims, typ="at+jwt")
+
+
 def id_token(
     keyring: KeyRing, *, issuer: str, subject: str, client_id: str, nonce: str | None, ttl: int,
     name: str | None, email: str | None,

@@ -101,15 +101,43 @@ def describe(name: str, version: int, definition: str, front: dict[str, Any], pr
     if max_attempts is not None and (isinstance(max_attempts, bool) or not isinstance(max_attempts, int)
                                      or not 1 <= max_attempts <= MAX_ATTEMPTS_LIMIT):
         raise _invalid(f"max_attempts must be a whole number from 1 to {MAX_ATTEMPTS_LIMIT}", "max_attempts")
+    secrets, env = _secrets(front)
     description = front.get("description")
     return Agent(
         name=name, version=version, description=str(description) if description is not None else None,
         model=model.strip() if isinstance(model, str) else None, tools=tools, executor=executor,
         command=command if executor == "command" else None,
         timeout_seconds=_seconds(front["timeout"], "timeout") if front.get("timeout") is not None else None,
-        max_attempts=max_attempts, front_matter=front, system_prompt=prompt, definition=definition,
+        max_attempts=max_attempts, secrets=secrets, env=env, front_matter=front, system_prompt=prompt, definition=definition,
         updated_at=updated_at, updated_by=updated_by,
     )
+
+
+_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
+_SECRET_GLOB = re.compile(r"^[A-Za-z0-9._*?/-]{1,300}$")
+
+
+def _secrets(front: dict[str, Any]) -> tuple[list[str], dict[str, str]]:
+    """`secrets:` (paths or globs the runs may read) and `env:` (NAME: secret://path)."""
+    listed = front.get("secrets") or []
+    if isinstance(listed, str):
+        listed = [part.strip() for part in listed.split(",") if part.strip()]
+    if not isinstance(listed, list) or not all(isinstance(item, str) for item in listed):
+        raise _invalid("secrets must be a list of secret paths or globs (together/*)", "secrets")
+    paths = [item.removeprefix("secret://") for item in listed]
+    env = front.get("env") or {}
+    if not isinstance(env, dict):
+        raise _invalid("env must map variable names to secret://path references", "env")
+    for name, reference in env.items():
+        if not isinstance(name, str) or not _ENV_NAME.match(name):
+            raise _invalid(f"{name!r} is not an environment variable name", "env")
+        if not isinstance(reference, str) or not reference.startswith("secret://"):
+            raise _invalid(f"env {name} must be a secret://path reference (plain values belong in the prompt)", "env")
+        paths.append(reference.removeprefix("secret://"))
+    for path in paths:
+        if not _SECRET_GLOB.match(path):
+            raise _invalid(f"{path!r} is not a secret path or glob", "secrets")
+    return sorted(set(paths)), {str(k): str(v) for k, v in env.items()}
 
 
 def _from_row(row: dict[str, Any]) -> Agent:

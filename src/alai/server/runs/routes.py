@@ -315,6 +315,8 @@ def router_factory():
                 claims = await service.claim(conn, node=name, capabilities=capabilities, capacity=body.capacity,
                                              limits=limits)
             if claims:
+                for claimed in claims:
+                    claimed.token = _run_token(app, claimed)
                 return JSONResponse([claim.model_dump(mode="json") for claim in claims],
                                     background=BackgroundTask(apply_outcomes, app, [c.run for c in claims]))
             remaining = deadline - loop.time()
@@ -359,6 +361,19 @@ def router_factory():
         return run
 
     return router
+
+
+def _run_token(app, claimed: Claim) -> str | None:
+    """The run's own token, if its agent lists secrets: valid until a minute past the deadline."""
+    if not claimed.agent.secrets:
+        return None
+    from datetime import UTC, datetime
+
+    from alai.server.identity import jwt_tokens
+
+    ttl = int((claimed.deadline - datetime.now(UTC)).total_seconds()) + 60
+    return jwt_tokens.agent_token(app.state.keyring, issuer=app.state.settings.issuer, agent=claimed.agent.name,
+                                  run_id=claimed.run.id, secret_paths=claimed.agent.secrets, ttl=max(ttl, 60))
 
 
 async def _node_of(conn, principal: Principal, named: str | None) -> str:
