@@ -24,8 +24,10 @@ def _profile(ctx: click.Context):
 @click.command()
 @click.option("--no-browser", is_flag=True, help="Print the sign-in URL and paste back the URL the browser ends on.")
 @click.option("--timeout", default=LOGIN_TIMEOUT, show_default=True, help="Seconds to wait for the browser.")
+@click.option("--check-secrets/--no-check-secrets", default=True, show_default=True,
+              help="After signing in, check the control plane's secrets backends and your Bitwarden CLI (bw).")
 @click.pass_context
-def login(ctx: click.Context, no_browser: bool, timeout: float) -> None:
+def login(ctx: click.Context, no_browser: bool, timeout: float, check_secrets: bool) -> None:
     """Sign in to the control plane of the current profile.
 
     Opens the browser at the sign-in page (the built-in one, or Azure AD B2C /
@@ -69,6 +71,48 @@ def login(ctx: click.Context, no_browser: bool, timeout: float) -> None:
     if profile.warnings:
         for warning in profile.warnings:
             click.echo(f"warning: {warning}", err=True)
+    if check_secrets:
+        _check_secrets(profile.server, record.access_token, profile.timeout)
+
+
+def _check_secrets(server: str, token: str, timeout: float) -> None:
+    """After sign-in: the control plane's secrets backends, then the user's own `bw`."""
+    import sys
+
+    import httpx
+
+    from alai.client import bitwarden
+
+    try:
+        response = httpx.get(f"{server}/v1/secrets/mounts", headers={"Authorization": f"Bearer {token}"},
+                             timeout=timeout)
+        if response.status_code == 200:
+            down = [m for m in response.json() if m.get("healthy") is False]
+            if down:
+                for mount in down:
+                    click.echo(f"secrets: the {mount['kind']} backend at '{mount['prefix'] or '/'}' is down: "
+                               f"{mount.get('detail') or 'no detail'}", err=True)
+            else:
+                click.echo("secrets: the control plane's secrets backends answer", err=True)
+        elif response.status_code not in (403, 404):
+            click.echo(f"secrets: the control plane answered HTTP {response.status_code}", err=True)
+    except httpx.HTTPError as error:
+        click.echo(f"secrets: not checked ({type(error).__name__})", err=True)
+    state = bitwarden.status()
+    if state.state == "missing":
+        click.echo("Bitwarden: bw is not installed (optional: https://bitwarden.com/help/cli/)", err=True)
+    elif state.state == "unlocked":
+        click.echo(f"Bitwarden: unlocked ({state.user} at {state.server})", err=True)
+    elif state.state == "unauthenticated":
+        click.echo("Bitwarden: not signed in; run `bw login` (or `bw login --apikey`)", err=True)
+    elif state.state == "locked":
+        click.echo(f"Bitwarden: locked ({state.user} at {state.server})", err=True)
+        if sys.stdin.isatty() and click.confirm("Unlock your Bitwarden vault now?", default=False, err=True):
+            bitwarden.unlock_interactively()
+        else:
+            click.echo("  unlock it with: export BW_SESSION=\"$(bw unlock --raw)\"", err=True)
+    else:
+        click.echo(f"Bitwarden: {state.detail}", err=True)
 
 
 def _unused_port() -> int:

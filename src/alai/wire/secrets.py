@@ -16,8 +16,11 @@ HTTP surface (JSON; errors are problem+json; values never appear in errors or lo
   PUT    /v1/secrets/policies/{name}  PolicyIn → Policy                       admin
   DELETE /v1/secrets/policies/{name}           → 204                          admin
 
-Paths: segments of [A-Za-z0-9._-] joined by "/", e.g. `together/api-key`; a reference
-elsewhere is `secret://together/api-key`.
+Paths: segments of [A-Za-z0-9._-] joined by "/" (not "." or ".."), e.g.
+`together/api-key`; a reference elsewhere is `secret://together/api-key`. `mount` in
+answers is the prefix of the backend that holds the path ("" for the root mount).
+Audit entries name principals as they are named (`admin-token`, a token's or user's
+name), with their kind (`user`, `api-token`, `agent`, `static`).
 """
 
 from __future__ import annotations

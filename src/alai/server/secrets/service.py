@@ -116,10 +116,11 @@ class Secrets:
         except Exception as error:  # the audit failing is logged loudly, never silently
             log.error("secret audit record not written", path=path, action=action, error=str(error))
 
-    async def _allow(self, principal: Principal, action: str, path: str, client: str | None) -> None:
+    async def _allow(self, principal: Principal, action: str, path: str, client: str | None,
+                     audited_as: str | None = None) -> None:
         why = policy.decide(await self.rules(), principal, action, path)
         if why is not None:
-            await self.audit(principal, action, path, "denied", client=client, detail=why)
+            await self.audit(principal, audited_as or action, path, "denied", client=client, detail=why)
             raise ProblemError(403, why, slug="secret-denied")
 
     @staticmethod
@@ -139,7 +140,7 @@ class Secrets:
     async def read(self, principal: Principal, text: str, *, client: str | None = None,
                    action: str = "read") -> Secret:
         path = check_path(text)
-        await self._allow(principal, "read", path, client)
+        await self._allow(principal, "read", path, client, audited_as=action)
         mounted = self.mount_for(path)
         cached = self._cache.get(path)
         now = time.monotonic()
