@@ -16,7 +16,7 @@ HTTP surface (JSON; errors are problem+json; values never appear in errors or lo
   PUT    /v1/secrets/policies/{name}  PolicyIn → Policy                       admin
   DELETE /v1/secrets/policies/{name}           → 204                          admin
 
-Paths: segments of [A-Za-z0-9._-] joined by "/" (not "." or ".."), e.g.
+Paths: segments of [A-Za-z0-9._:-] joined by "/" (not "." or ".."), e.g.
 `together/api-key`; a reference elsewhere is `secret://together/api-key`. `mount` in
 answers is the prefix of the backend that holds the path ("" for the root mount).
 Audit entries name principals as they are named (`admin-token`, a token's or user's
@@ -30,7 +30,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-PATH_PATTERN = r"^[A-Za-z0-9._-]+(/[A-Za-z0-9._-]+)*$"
+PATH_PATTERN = r"^[A-Za-z0-9._:-]+(/[A-Za-z0-9._:-]+)*$"  # ":" for Bitwarden's id:<uuid>
 PATH_MAX = 300
 VALUE_MAX_BYTES = 64 * 1024
 REFERENCE_PREFIX = "secret://"

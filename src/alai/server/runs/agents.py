@@ -114,7 +114,7 @@ def describe(name: str, version: int, definition: str, front: dict[str, Any], pr
 
 
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
-_SECRET_GLOB = re.compile(r"^[A-Za-z0-9._*?/-]{1,300}$")
+_SECRET_GLOB = re.compile(r"^[A-Za-z0-9._:*?/-]{1,300}$")
 
 
 def _secrets(front: dict[str, Any]) -> tuple[list[str], dict[str, str]]:

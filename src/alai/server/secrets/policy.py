@@ -59,7 +59,7 @@ def check_principal_pattern(pattern: str) -> str:
 
 
 def check_path_glob(glob: str) -> str:
-    if not glob or len(glob) > 300 or not re.match(r"^[A-Za-z0-9._*?/-]+$", glob):
+    if not glob or len(glob) > 300 or not re.match(r"^[A-Za-z0-9._:*?/-]+$", glob):
         raise ProblemError(422, f"{glob!r} is not a path glob (segments of letters, digits, . _ -, with * ** ?)",
                            slug="bad-policy")
     return glob

@@ -131,7 +131,9 @@ class Secrets:
         if isinstance(error, Ambiguous):
             return ProblemError(409, f"{path} matches more than one item in {where}: {error}", slug="secret-ambiguous")
         if isinstance(error, ReadOnly):
-            return ProblemError(405, f"{where} is read-only", slug="secret-read-only")
+            return ProblemError(405, f"{where} cannot write {path}: {error}", slug="secret-read-only")
+        if not isinstance(error, BackendDown):  # the backend understood and refused this value or path
+            return ProblemError(422, f"{where} refused {path}: {error}", slug="secret-refused")
         return ProblemError(503, f"{where} is unavailable: {error}", slug="secrets-backend-down",
                             headers={"Retry-After": "30"})
 
@@ -176,7 +178,7 @@ class Secrets:
         mounted = self.mount_for(path)
         try:
             if mounted.backend.read_only:
-                raise ReadOnly("read-only")
+                raise ReadOnly("the mount is read-only")
             await mounted.backend.put(mounted.relative(path), value, actor=actor_name(principal))
         except BackendError as error:
             await self.audit(principal, "write", path, "error", mount=mounted.prefix, client=client, detail=str(error))
@@ -191,7 +193,7 @@ class Secrets:
         mounted = self.mount_for(path)
         try:
             if mounted.backend.read_only:
-                raise ReadOnly("read-only")
+                raise ReadOnly("the mount is read-only")
             await mounted.backend.delete(mounted.relative(path))
         except BackendError as error:
             outcome = "not_found" if isinstance(error, NotFound) else "error"
