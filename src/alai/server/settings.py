@@ -115,6 +115,17 @@ class Settings(BaseSettings):
     secrets_config: Path | None = None
     master_key: SecretStr | None = None
 
+    # Skills/rules/agents: the git repository to mirror (a URL or a local path), the
+    # token to fetch it with (a value or secret://path), how often to fetch, the shared
+    # secret of the git host's webhook, and path globs only `skills:private` may see.
+    skills_repo: str | None = None
+    skills_token: SecretStr | None = None
+    skills_refresh_seconds: float = Field(default=300.0, ge=5, le=86400)
+    skills_webhook_secret: SecretStr | None = None
+    skills_private: str = ""
+    # Where this replica keeps its mirror (default: <data dir>/skills-mirror).
+    skills_mirror_dir: Path | None = None
+
     # How often a replica records that it is alive (shown in /v1/status).
     instance_heartbeat_seconds: float = Field(default=15.0, gt=0)
 
