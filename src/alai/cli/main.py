@@ -34,6 +34,8 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "worker": ("alai.cli.node", "worker", "Run a cloud worker for runs whose models the gateway serves."),
     "secrets": ("alai.cli.secrets", "secrets", "Secrets: list, read, write; the audit of who read what."),
     "run": ("alai.cli.run", "run", "Run a command with secrets in its environment, masked in its output."),
+    "skills": ("alai.cli.skills", "skills", "Skills, rules and agents: sync them into ~/.claude, list, read."),
+    "doctor": ("alai.cli.doctor", "doctor", "Check this machine's set-up (server, token, skills, proxy, clock) and say how to fix it."),
 }
 
 
