@@ -4,7 +4,7 @@
 audited), and the latency `alai run -- true` adds to `true` (resolving one secret://
 reference and masking the output), median of N runs each.
 
-    python bench/secrets.py [--seconds 10] [--connections 32] [--runs 20]
+    python bench/secrets_proxy.py [--seconds 10] [--connections 32] [--runs 20]
 """
 
 from __future__ import annotations

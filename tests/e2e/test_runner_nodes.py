@@ -256,7 +256,8 @@ models:
         worker.args = [a for a in worker.args if a not in ("--refresh", "0.5")]
         worker.start()
         with api(server) as http:
-            assert sorted(a["name"] for a in http.get("/v1/agents").json()) == ["planner", "reviewer"]
+            names = {a["name"] for a in http.get("/v1/agents").json()}  # (earlier tests' agents share the database)
+            assert {"planner", "reviewer"} <= names and "broken" not in names
             assert "broken" in server.log() and "executor must be llm or command" in server.log()
             wait_until(lambda: online(http, "cloud-1"), what="the worker online")
             listed = {n["name"]: n for n in http.get("/v1/nodes").json()}["cloud-1"]

@@ -6,9 +6,10 @@ from fastapi.routing import APIRoute
 
 from alai.server.deps import PUBLIC_PATHS_ATTRIBUTE, Principal
 
-# Health, readiness, metrics, and the OIDC endpoints a client uses before it has a token.
+# Health, readiness, metrics, the OIDC endpoints a client uses before it has a token, and webhooks.
 EXPECTED_PUBLIC = {"/healthz", "/readyz", "/metrics", "/.well-known/openid-configuration", "/.well-known/jwks.json",
-                   "/.well-known/alai-login", "/oauth/authorize", "/oauth/token", "/oauth/revoke"}
+                   "/.well-known/alai-login", "/oauth/authorize", "/oauth/token", "/oauth/revoke",
+                   "/v1/skills/webhook"}  # checked with the git host's shared secret instead
 PUBLIC_GETS = {"/healthz", "/readyz", "/metrics", "/.well-known/openid-configuration", "/.well-known/jwks.json",
                "/.well-known/alai-login"}
 

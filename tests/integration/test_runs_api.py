@@ -25,9 +25,10 @@ NODE = {"X-Alai-Node": "anvil"}
 
 
 @pytest.fixture
-def fast(settings):
+def settings(settings):
+    """Short leases and a quick sweeper, set before the app starts (its sweeper reads them then)."""
     settings.runs_lease_seconds = 3
-    settings.nodes_offline_seconds = 2
+    settings.nodes_offline_seconds = 10  # longer than a lease: a lapsed lease requeues (not waits)
     settings.runs_sweep_seconds = 0.2
     return settings
 
@@ -92,7 +93,7 @@ async def test_agents_are_versioned_and_parsed(client):
     assert (await client.get("/v1/agents/coder")).status_code == 404
 
 
-async def test_a_run_waits_for_a_capable_node_then_runs_to_success(client, fast):
+async def test_a_run_waits_for_a_capable_node_then_runs_to_success(client):
     await put_agent(client, "tasker", TASKER)
     created = await client.post("/v1/runs", json={"agent": "tasker", "input": "sort these"})
     assert created.status_code == 201, created.text
@@ -136,7 +137,7 @@ async def test_a_run_waits_for_a_capable_node_then_runs_to_success(client, fast)
     assert [m["payload"]["state"] for m in history] == ["waiting", "queued", "running", "succeeded"]
 
 
-async def test_an_expired_lease_requeues_and_the_old_attempt_is_refused(client, fast):
+async def test_an_expired_lease_requeues_and_the_old_attempt_is_refused(client):
     await put_agent(client, "tasker", TASKER)
     await register(client, "anvil", "alaiml-task")
     await register(client, "forge", "alaiml-task")
@@ -165,7 +166,7 @@ async def test_an_expired_lease_requeues_and_the_old_attempt_is_refused(client, 
     assert (await client.get(f"/v1/runs/{run['id']}/result")).json()["output"] == "real"
 
 
-async def test_heartbeats_keep_a_lease_and_the_last_attempt_fails(client, fast):
+async def test_heartbeats_keep_a_lease_and_the_last_attempt_fails(client):
     await put_agent(client, "tasker", TASKER)
     await register(client, "anvil", "alaiml-task")
     run = (await client.post("/v1/runs", json={"agent": "tasker", "input": "x", "max_attempts": 1})).json()
@@ -183,7 +184,7 @@ async def test_heartbeats_keep_a_lease_and_the_last_attempt_fails(client, fast):
     assert "no attempts left" in body["reason"]
 
 
-async def test_a_failed_attempt_is_retried_while_attempts_remain(client, fast):
+async def test_a_failed_attempt_is_retried_while_attempts_remain(client):
     await put_agent(client, "tasker", TASKER)
     await register(client, "anvil", "alaiml-task")
     run = (await client.post("/v1/runs", json={"agent": "tasker", "input": "x"})).json()
@@ -197,7 +198,7 @@ async def test_a_failed_attempt_is_retried_while_attempts_remain(client, fast):
     assert final.json()["state"] == "failed"
 
 
-async def test_cancel_queued_and_running(client, fast):
+async def test_cancel_queued_and_running(client):
     await put_agent(client, "tasker", TASKER)
     await register(client, "anvil", "alaiml-task")
     queued = (await client.post("/v1/runs", json={"agent": "tasker", "input": "a", "priority": -1})).json()
@@ -217,7 +218,7 @@ async def test_cancel_queued_and_running(client, fast):
     assert end.json()["state"] == "cancelled"
 
 
-async def test_a_run_linked_to_a_task_comments_and_moves_it(client, fast):
+async def test_a_run_linked_to_a_task_comments_and_moves_it(client):
     await put_agent(client, "tasker", TASKER)
     await register(client, "anvil", "alaiml-task")
     task = (await client.post("/v1/mc/tasks", json={"title": "Sort the inbox"})).json()
@@ -235,7 +236,7 @@ async def test_a_run_linked_to_a_task_comments_and_moves_it(client, fast):
     assert any("inbox sorted" in c["body"] and f"Run {run['id']}" in c["body"] for c in comments)
 
 
-async def test_the_stream_follows_a_run_to_its_end_and_resumes(client, fast):
+async def test_the_stream_follows_a_run_to_its_end_and_resumes(client):
     await put_agent(client, "tasker", TASKER)
     await register(client, "anvil", "alaiml-task")
     run = (await client.post("/v1/runs", json={"agent": "tasker", "input": "x"})).json()

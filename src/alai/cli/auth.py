@@ -26,8 +26,12 @@ def _profile(ctx: click.Context):
 @click.option("--timeout", default=LOGIN_TIMEOUT, show_default=True, help="Seconds to wait for the browser.")
 @click.option("--check-secrets/--no-check-secrets", default=True, show_default=True,
               help="After signing in, check the control plane's secrets backends and your Bitwarden CLI (bw).")
+@click.option("--no-bootstrap", is_flag=True,
+              help="Only sign in; skip making this machine ready (profile, skills in ~/.claude, secrets, status).")
+@click.option("--resume", is_flag=True, help="Skip the sign-in while the saved login still works; redo the set-up.")
 @click.pass_context
-def login(ctx: click.Context, no_browser: bool, timeout: float, check_secrets: bool) -> None:
+def login(ctx: click.Context, no_browser: bool, timeout: float, check_secrets: bool, no_bootstrap: bool,
+          resume: bool) -> None:
     """Sign in to the control plane of the current profile.
 
     Opens the browser at the sign-in page (the built-in one, or Azure AD B2C /
@@ -41,6 +45,8 @@ def login(ctx: click.Context, no_browser: bool, timeout: float, check_secrets: b
     from alai.client import login as flow_module
 
     profile = _profile(ctx)
+    if resume and _bootstrap(ctx, resuming=True, set_up=not no_bootstrap):
+        return
     callback = None if no_browser else flow_module.CallbackServer()
     try:
         with httpx.Client(timeout=profile.timeout, follow_redirects=False) as http:
@@ -73,6 +79,54 @@ def login(ctx: click.Context, no_browser: bool, timeout: float, check_secrets: b
             click.echo(f"warning: {warning}", err=True)
     if check_secrets:
         _check_secrets(profile.server, record.access_token, profile.timeout)
+    if not no_bootstrap:
+        _bootstrap(ctx)
+
+
+def _bootstrap(ctx: click.Context, *, resuming: bool = False, set_up: bool = True) -> bool:
+    """After sign-in: make this machine ready, one line per step (alai.client.bootstrap).
+
+    Resuming, it first checks that the saved login still works: if not, it returns
+    False having done nothing (the caller signs in). Every step is idempotent, so a
+    retry passes the finished ones at once and carries on where the last one stopped.
+    """
+    import os
+    from pathlib import Path
+
+    from alai.client import bootstrap, http, skills_sync
+
+    profile = _profile(ctx)
+    if resuming:
+        try:
+            if profile.login is None:
+                return False
+            with http.Client(profile) as client:
+                me = client.get_json("/v1/identity/me")
+        except http.ClientError:
+            return False
+        click.echo(f"Already logged in to {profile.server} as {me.get('email') or me.get('name') or me['subject']} "
+                   f"(profile {profile.name}).", err=True)
+        if not set_up:
+            return True
+        profile = _profile(ctx)  # with the login as the check above may have renewed it
+    dest = Path(os.environ.get("ALAI_SKILLS_DEST") or "~/.claude").expanduser().absolute()
+    marks = {"ok": "", "skip": "skipped: ", "warn": "warning: ", "fail": "FAILED: "}
+    states: dict[str, str] = {}
+
+    def report(number: int, total: int, name: str, outcome: bootstrap.Outcome) -> None:
+        states[name] = outcome.state
+        click.echo(f"[{number}/{total}] {name}: {marks[outcome.state]}{outcome.detail}", err=True)
+        if outcome.fix:
+            click.echo(f"      fix: {outcome.fix}", err=True)
+        if outcome.failed:
+            raise click.ClickException(f"this machine is not ready: step {number}/{total} ({name}) failed; fix "
+                                       "what it says, then run `alai login --resume` to carry on from there")
+
+    bootstrap.run(profile, dest=dest, report=report)
+    skills = (f"skills in {skills_sync.home_relative(dest)}" if states.get("skills") in ("ok", "warn")
+              else "no skills to sync")
+    click.echo(f"Ready ({skills}); `alai doctor` checks this machine at any time.")
+    return True
 
 
 def _check_secrets(server: str, token: str, timeout: float) -> None:

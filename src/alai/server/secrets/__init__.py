@@ -32,24 +32,44 @@ def build_backend(mount, app):
 
 @contextlib.asynccontextmanager
 async def _lifespan(app):
+    import asyncio
+
+    import structlog
+
     from alai.server.secrets import config as secrets_config
     from alai.server.secrets import service
     from alai.wire.secrets import PolicyIn
 
+    log = structlog.get_logger("alai.secrets")
     configuration = secrets_config.load(app.state.settings.secrets_config)
     mounted = [service.MountedBackend(prefix=mount.prefix, backend=build_backend(mount, app))
                for mount in configuration.mounts]
     secrets = service.Secrets(pool=app.state.pool, mounts=mounted, cache_ttl=configuration.cache_ttl_seconds,
                               stale_max=configuration.stale_max_seconds)
-    async with app.state.pool.connection() as conn:
-        for item in configuration.policies:  # first start only: changes through the API win afterwards
-            await service.put_policy(conn, name=item.name, actor="secrets-config", only_if_new=True,
-                                     body=PolicyIn(principals=item.principals, actions=item.actions, paths=item.paths,
-                                                   description=item.description))
+    async def seed_policies() -> None:
+        async with app.state.pool.connection(timeout=5) as conn:
+            for item in configuration.policies:  # first start only: changes through the API win afterwards
+                await service.put_policy(conn, name=item.name, actor="secrets-config", only_if_new=True,
+                                         body=PolicyIn(principals=item.principals, actions=item.actions,
+                                                       paths=item.paths, description=item.description))
+
+    async def seed_until_done() -> None:
+        # The database may be away at start (the server still starts; /readyz says why).
+        while True:
+            try:
+                await seed_policies()
+                return
+            except Exception as error:
+                log.warning("secrets policies not loaded yet", error=str(error).splitlines()[0] if str(error) else "")
+                await asyncio.sleep(5)
+
     app.state.secrets = secrets
+    seeding = asyncio.create_task(seed_until_done(), name="secrets-policies") if configuration.policies else None
     try:
         yield
     finally:
+        if seeding is not None:
+            seeding.cancel()
         await secrets.close()
 
 
