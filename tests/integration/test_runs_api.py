@@ -132,8 +132,11 @@ async def test_a_run_waits_for_a_capable_node_then_runs_to_success(client):
 
     nodes = {n["name"]: n for n in (await client.get("/v1/nodes")).json()}
     assert nodes["anvil"]["online"] and nodes["anvil"]["models"] == ["alaiml-task:latest", "bge-m3:latest"]
-    # The HiveMind topic runs.tasker saw every change.
-    history = (await client.get("/v1/hive/topics/runs.tasker/messages")).json()["items"]
+    # The HiveMind topic runs.tasker saw every change (published just after each commit).
+    async def published():
+        history = (await client.get("/v1/hive/topics/runs.tasker/messages")).json()["items"]
+        return history if len(history) >= 4 else None
+    history = await wait_for(published)
     assert [m["payload"]["state"] for m in history] == ["waiting", "queued", "running", "succeeded"]
 
 
@@ -296,3 +299,25 @@ async def test_idempotent_create_and_bad_input(client):
     assert (await client.put("/v1/nodes/n1", json={"capabilities": ["no-kind"]})).status_code == 422
     page = (await client.get("/v1/runs", params={"agent": "coder", "limit": 1})).json()
     assert len(page["items"]) == 1 and page["next_cursor"] is None
+
+
+async def test_many_agents_completing_at_once_publish_every_state_without_deadlock(client):
+    names = [f"agent-{n}" for n in range(6)]
+    for name in names:
+        await put_agent(client, name, TASKER.replace("name: tasker", f"name: {name}"))
+    await register(client, "anvil", "alaiml-task")
+    runs = [(await client.post("/v1/runs", json={"agent": name, "input": str(i)})).json()
+            for i in range(5) for name in names]
+    claimed = await claim(client, capacity=len(runs), wait=2)
+    assert len(claimed) == len(runs)
+    done = await asyncio.gather(*[client.post(f"/v1/runs/{c['run']['id']}/attempts/1/complete", headers=NODE,
+                                              json={"outcome": "succeeded", "output": "ok"}) for c in claimed])
+    assert {r.status_code for r in done} == {200}
+
+    async def all_published():
+        counts = {t["name"]: t["message_count"] for t in (await client.get("/v1/hive/topics")).json()}
+        return all(counts.get(f"runs.{name}", 0) >= 15 for name in names)  # queued, running, succeeded × 5
+    await wait_for(all_published)
+    for run in runs:
+        events = await events_of(client, run["id"])
+        assert not [e for e in events if e["kind"] == "outcome"], events  # nothing failed to apply

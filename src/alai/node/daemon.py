@@ -88,8 +88,11 @@ class Daemon:
         self._stopping = asyncio.Event()
         self._release_now = asyncio.Event()
         self._registered = asyncio.Event()
+        # Few connections: httpx looks at every pooled connection on each request (its CPU
+        # grew with the pool, measured by bench/dispatch.py); the claim's long poll holds one.
         self._http = httpx.AsyncClient(base_url=config.server, headers=self._headers(),
-                                       timeout=httpx.Timeout(10.0, read=config.claim_wait + 15))
+                                       timeout=httpx.Timeout(10.0, read=config.claim_wait + 15),
+                                       limits=httpx.Limits(max_connections=8, max_keepalive_connections=8))
         self._loop: asyncio.AbstractEventLoop | None = None
         self._beat_stop = threading.Event()
         self._needs_registration = threading.Event()

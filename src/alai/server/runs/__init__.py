@@ -45,9 +45,10 @@ async def _lifespan(app):
     async def sweep() -> None:
         async with app.state.pool.connection(timeout=5) as conn, conn.transaction():
             changed = await service.sweep(conn, limits=routes.limits_of(app))
-            published = await outcomes.apply(conn, changed, settings) if changed else False
+            if changed:
+                await outcomes.apply(conn, changed, settings)
         if changed:
-            await routes.after_commit(app, published)
+            await routes.after_commit(app, changed)
 
     async def prune() -> None:
         async with app.state.pool.connection(timeout=5) as conn:

@@ -1,9 +1,10 @@
 """What a run's state changes mean elsewhere: the linked Mission Control task is
 commented on and moved; every change is published on HiveMind (runs.<agent>).
 
-Both go through the other modules' services, in a savepoint of the run's own
-transaction: a task that was deleted or a status the workflow lacks never undoes
-the run's state change; the problem is recorded as an `outcome` event instead.
+The task changes go through Mission Control's service in a savepoint of the run's
+own transaction: a task that was deleted or a status the workflow lacks never undoes
+the run's state change; the problem is recorded as an `outcome` event instead. The
+HiveMind messages are published after that transaction commits (publish_states).
 """
 
 from __future__ import annotations
@@ -66,25 +67,48 @@ async def _task_outcome(conn: AsyncConnection, run: Run, settings: Settings) -> 
                              workflow=workflow, if_match=None)
 
 
-async def _publish(conn: AsyncConnection, run: Run) -> None:
+def _group(run: Run):
     from alai.server.hive import service as hive
     from alai.wire.hive import MessageIn
 
     message = MessageIn.model_validate({"json": {
         "run_id": run.id, "agent": run.agent, "state": run.state, "attempt": run.attempt, "node": run.node,
         "reason": run.reason, "task_id": run.task_id, "at": run.updated_at.isoformat()}, "key": str(run.id)})
-    await hive.publish(conn, topic=f"runs.{run.agent}", messages=[message], sender=ACTOR)
+    return hive.Group(f"runs.{run.agent}", ACTOR, [hive.prepare(message)])
 
 
-async def apply(conn: AsyncConnection, runs: list[Run], settings: Settings) -> bool:
-    """Applies the outcomes of state changes; True when something was published on HiveMind."""
-    published = False
+async def publish_states(app, runs: list[Run]) -> None:
+    """Publishes state changes on HiveMind after the runs' own commit, never inside it:
+    inside, every run of an agent would wait on its topic's row (and runs of several
+    agents could deadlock on theirs). Through this replica's group publisher when it
+    serves HiveMind (batched, topics locked in name order), else in one statement.
+    Best effort: the run's events are the record; a message lost to a crash between
+    the two commits is not sent again."""
+    groups = [_group(run) for run in runs]
+    publisher = getattr(app.state, "hive_publisher", None)
+    try:
+        if publisher is not None:
+            for group in groups:
+                publisher.submit(group).add_done_callback(_consume)
+            return
+        from alai.server.hive import service as hive
+
+        async with app.state.pool.connection() as conn:
+            await hive.publish_groups(conn, groups)
+    except Exception as error:
+        log.warning("run states not published on HiveMind", runs=[run.id for run in runs], error=str(error))
+
+
+def _consume(future) -> None:
+    if not future.cancelled() and future.exception() is not None:
+        log.warning("run state not published on HiveMind", error=str(future.exception()))
+
+
+async def apply(conn: AsyncConnection, runs: list[Run], settings: Settings) -> None:
+    """Comments on and moves the tasks the runs are linked to (in the runs' transaction)."""
     for run in runs:
         if run.task_id is not None and (run.state in FINAL_STATES or _target_status(run, settings)):
             await _guarded(conn, run, "task", _task_outcome(conn, run, settings))
-        if settings.runs_publish_states:
-            published = await _guarded(conn, run, "hive", _publish(conn, run)) or published
-    return published
 
 
 async def _guarded(conn: AsyncConnection, run: Run, what: str, work) -> bool:

@@ -55,18 +55,20 @@ def limits_of(app) -> service.Limits:
                           default_model=settings.runs_default_model)
 
 
-async def after_commit(app, published: bool = False) -> None:
-    """Wakes this replica's claimers and followers at once (others hear the NOTIFY)."""
+async def after_commit(app, changed: list[Run] = ()) -> None:
+    """Wakes this replica's claimers and followers at once (others hear the NOTIFY), and
+    publishes the state changes on HiveMind."""
     await app.state.runs_wakeup.bump()
-    notifier = getattr(app.state, "hive_notifier", None)
-    if published and notifier is not None:
-        notifier.mark()
+    if changed and app.state.settings.runs_publish_states:
+        await outcomes.publish_states(app, changed)
 
 
 async def apply_outcomes(app, runs: list[Run]) -> None:
-    async with app.state.pool.connection() as conn, conn.transaction():
-        published = await outcomes.apply(conn, runs, app.state.settings)
-    await after_commit(app, published)
+    """After a claim: the linked tasks move (only when there are any), the states are published."""
+    if any(run.task_id for run in runs):
+        async with app.state.pool.connection() as conn, conn.transaction():
+            await outcomes.apply(conn, runs, app.state.settings)
+    await after_commit(app, runs)
 
 
 async def _task_exists(conn, task_id: str) -> bool:
@@ -156,12 +158,12 @@ def router_factory():
                     return JSONResponse(stored.response, status_code=stored.status)
             run = await service.create(conn, body=body, actor=actor_name(principal), limits=limits_of(app),
                                        task_exists=_task_exists)
-            published = await outcomes.apply(conn, [run], app.state.settings)
+            await outcomes.apply(conn, [run], app.state.settings)
             answer = run.model_dump(mode="json")
             if idempotency_key is not None:
                 await idempotency.record(conn, table="run_idempotency", principal=principal.subject,
                                          key=idempotency_key, status=201, response=answer)
-        await after_commit(app, published)
+        await after_commit(app, [run])
         return JSONResponse(answer, status_code=201, headers={"Location": f"/v1/runs/{run.id}"})
 
     @router.get("/runs", response_model=RunPage, dependencies=[READ])
@@ -190,8 +192,8 @@ def router_factory():
         """Cancels a run: at once if it has not started, else its worker stops it."""
         async with request.app.state.pool.connection() as conn, conn.transaction():
             run = await service.cancel(conn, run_id=run_id, actor=actor_name(principal))
-            published = await outcomes.apply(conn, [run], request.app.state.settings)
-        await after_commit(request.app, published)
+            await outcomes.apply(conn, [run], request.app.state.settings)
+        await after_commit(request.app, [run])
         return run
 
     @router.get("/runs/{run_id}/events", response_model=RunEventPage, dependencies=[READ])
@@ -344,8 +346,8 @@ def router_factory():
         node = await _node_of(conn, principal, x_alai_node)
         async with conn.transaction():
             run, _ = await service.complete(conn, run_id=run_id, attempt=attempt, node=node, body=body)
-            published = await outcomes.apply(conn, [run], request.app.state.settings)
-        await after_commit(request.app, published)
+            await outcomes.apply(conn, [run], request.app.state.settings)
+        await after_commit(request.app, [run])
         return run
 
     @router.post("/runs/{run_id}/attempts/{attempt}/release", response_model=Run)
@@ -356,8 +358,8 @@ def router_factory():
         node = await _node_of(conn, principal, x_alai_node)
         async with conn.transaction():
             run = await service.release(conn, run_id=run_id, attempt=attempt, node=node)
-            published = await outcomes.apply(conn, [run], request.app.state.settings)
-        await after_commit(request.app, published)
+            await outcomes.apply(conn, [run], request.app.state.settings)
+        await after_commit(request.app, [run])
         return run
 
     return router

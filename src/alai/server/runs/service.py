@@ -302,15 +302,20 @@ async def renew(conn: AsyncConnection, *, node: str, held: list[RunHeld],
     return stop, lost
 
 
-async def _current_attempt(conn: AsyncConnection, *, run_id: int, attempt: int, node: str) -> Run:
-    """The run, locked, if `attempt` is its current attempt on `node`; else 409."""
-    run = await get(conn, run_id=run_id, for_update=True)
+def _check_current(run: Run, *, attempt: int, node: str) -> None:
+    """409 unless `attempt` is the run's current attempt on `node`."""
     if run.attempt != attempt or run.node != node or run.state != "running":
         now = (f"it is {run.state}" + (f", attempt {run.attempt}" if run.attempt else "")
                + (f" on {run.node}" if run.node and run.state == "running" else ""))
-        raise ProblemError(409, f"attempt {attempt} of run {run_id} is no longer current ({now}); "
+        raise ProblemError(409, f"attempt {attempt} of run {run.id} is no longer current ({now}); "
                                 "its writes are refused", slug="attempt-superseded",
                            current_attempt=run.attempt, state=run.state)
+
+
+async def _current_attempt(conn: AsyncConnection, *, run_id: int, attempt: int, node: str) -> Run:
+    """The run, locked, if `attempt` is its current attempt on `node`; else 409."""
+    run = await get(conn, run_id=run_id, for_update=True)
+    _check_current(run, attempt=attempt, node=node)
     return run
 
 
@@ -329,11 +334,14 @@ async def complete(conn: AsyncConnection, *, run_id: int, attempt: int, node: st
                    body: Completion) -> tuple[Run, bool]:
     """Ends an attempt: (run, finished). A failed attempt with attempts left goes back
     to the queue; a repeated completion of the same attempt answers as the first did."""
-    current = await get(conn, run_id=run_id, for_update=True)
+    row = await (await conn.execute(f"SELECT {RUN_COLUMNS}, returned FROM runs WHERE id = %s FOR UPDATE",
+                                    (run_id,))).fetchone()
+    if row is None:
+        raise ProblemError(404, f"there is no run {run_id}", slug="unknown-run")
+    current = _run(row)
     if current.attempt == attempt and current.node == node and current.state in FINAL_STATES:
         return current, True  # a retry of a completion that landed
-    await _current_attempt(conn, run_id=run_id, attempt=attempt, node=node)
-    row = await (await conn.execute("SELECT returned FROM runs WHERE id = %s", (run_id,))).fetchone()
+    _check_current(current, attempt=attempt, node=node)
     retry = body.outcome == "failed" and attempt - row["returned"] < current.max_attempts \
         and not current.cancel_requested
     if retry:
