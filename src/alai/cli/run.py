@@ -28,7 +28,7 @@ from typing import IO, Any
 import click
 
 from alai.cli.output import client_for
-from alai.wire.secrets import REFERENCE_PREFIX
+from alai.wire.secret_paths import REFERENCE_PREFIX
 
 DEFAULT_ENV_FILE = ".alai.env"
 MAPPING_PREFIX = "ALAI_SECRET_"
@@ -229,22 +229,22 @@ def _collect_or_fail(env_files: tuple[Path, ...]) -> Environment:
 def _resolve(ctx: click.Context, paths: list[str], program: str) -> tuple[dict[str, str], list[str]]:
     """path → value for every path, in one call (all or nothing); and which values are stale."""
     from alai.client import http
-    from alai.wire.secrets import ResolveResponse
 
     if len(paths) > RESOLVE_MAX:
         raise click.ClickException(f"{len(paths)} secrets are referenced; at most {RESOLVE_MAX} can be resolved at once")
     references = [REFERENCE_PREFIX + path for path in paths]
     with client_for(ctx) as client:
         try:
-            answer = ResolveResponse.model_validate(
-                client.request("POST", "/v1/secrets/resolve", json={"references": references}).json())
+            # A plain dict, not the wire model: pydantic would cost this command 0.1 s to import.
+            answer = client.request("POST", "/v1/secrets/resolve", json={"references": references}).json()
+            values, stale_references = dict(answer["values"]), list(answer.get("stale") or [])
         except http.ClientError as error:
             raise click.ClickException(f"{error}; {program} was not run") from None
-    missing = [reference for reference in references if reference not in answer.values]
+    missing = [reference for reference in references if reference not in values]
     if missing:  # the server answers all or nothing; this would be its bug, but never run half-configured
         raise click.ClickException(f"the control plane gave no value for {missing[0]}; {program} was not run")
-    stale = {reference.removeprefix(REFERENCE_PREFIX) for reference in answer.stale}
-    return ({reference.removeprefix(REFERENCE_PREFIX): answer.values[reference] for reference in references},
+    stale = {reference.removeprefix(REFERENCE_PREFIX) for reference in stale_references}
+    return ({reference.removeprefix(REFERENCE_PREFIX): values[reference] for reference in references},
             sorted(stale))
 
 

@@ -19,7 +19,7 @@ import click
 
 from alai.cli.mc import SinceParam, _print_table
 from alai.cli.output import client_for, local_time, print_json
-from alai.wire.secrets import PATH_MAX, PATH_PATTERN, REFERENCE_PREFIX, VALUE_MAX_BYTES
+from alai.wire.secret_paths import PATH_MAX, PATH_PATTERN, REFERENCE_PREFIX, VALUE_MAX_BYTES
 
 VALUES = "/v1/secrets/values"
 AUDIT = "/v1/secrets/audit"

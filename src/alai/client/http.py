@@ -11,13 +11,15 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 
 from alai._version import __version__
 from alai.client.profiles import Profile
-from alai.wire.problem import Problem
+
+if TYPE_CHECKING:
+    from alai.wire.problem import Problem
 
 
 class ClientError(Exception):
@@ -43,6 +45,8 @@ class ApiError(ClientError):
 
 
 def _problem_from(response: httpx.Response) -> Problem:
+    from alai.wire.problem import Problem  # only on errors: pydantic costs a command 0.1 s to import
+
     try:
         body = response.json()
         if isinstance(body, dict) and "status" in body and "title" in body:

@@ -30,10 +30,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-PATH_PATTERN = r"^[A-Za-z0-9._:-]+(/[A-Za-z0-9._:-]+)*$"  # ":" for Bitwarden's id:<uuid>
-PATH_MAX = 300
-VALUE_MAX_BYTES = 64 * 1024
-REFERENCE_PREFIX = "secret://"
+from alai.wire.secret_paths import PATH_MAX, PATH_PATTERN, REFERENCE_PREFIX, VALUE_MAX_BYTES  # noqa: F401
 
 Action = Literal["read", "write", "list", "delete"]
 Outcome = Literal["ok", "denied", "not_found", "error", "stale"]
