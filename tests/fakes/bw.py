@@ -24,7 +24,8 @@ key-management/commands/unlock.command.ts, platform/commands/config.command.ts, 
 State: a JSON file named by FAKE_BW_STATE (`write_state`, `read_state`):
   {"email", "user_id", "client_id", "client_secret", "password", "server_url": null (bitwarden.com),
    "logged_in": false, "session": null, "last_sync": null, "items": [server items], "local": [synced copy],
-   "down": false, "delay": 0.0, "calls": [argv of every run, for tests to count]}
+   "down": false, "delay": 0.0, "relocks": false (each unlock's key stops working at once),
+   "calls": [argv of every run, for tests to count]}
 `install(bin_dir, state_path)` writes an executable `bw` that runs this file with that state.
 
 Not reproduced: prompts (it behaves as with --nointeraction), email/password and SSO login, two-step
@@ -277,11 +278,13 @@ def run(options: Options, state: dict) -> str | None:
                        "or environment variable.")
         if password != state["password"]:
             raise Exit("Invalid master password.")
-        state["session"] = base64.b64encode(os.urandom(64)).decode()
+        key = base64.b64encode(os.urandom(64)).decode()
+        # "relocks": the vault locks again at once (another process ran `bw lock`): the key never works.
+        state["session"] = None if state.get("relocks") else key
         if "--raw" in options.flags:
-            return state["session"]
+            return key
         return ("Your vault is now unlocked!\n\nTo unlock your vault, set your session key to the `BW_SESSION` "
-                f"environment variable. ex:\n$ export BW_SESSION=\"{state['session']}\"")
+                f"environment variable. ex:\n$ export BW_SESSION=\"{key}\"")
     if command == "lock":
         state["session"] = None
         return "Your vault is locked."

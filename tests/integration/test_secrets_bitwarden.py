@@ -362,16 +362,9 @@ async def test_bw_logged_out_mid_way_logs_in_again(bw, bw_fake):
     assert bw_fake.commands()[5:] == ["sync", "status", "login", "unlock", "sync", "list"]
 
 
-async def test_bw_a_session_that_will_not_hold_is_down(bw, bw_fake, monkeypatch):
+async def test_bw_a_session_that_will_not_hold_is_down(bw, bw_fake):
     assert await bw.get("github") == ODD_VALUE
-    unlock = bw._unlock
-
-    async def unlock_then_lose_it():
-        await unlock()
-        change(fake_bw, bw_fake.state, session=None)
-
-    monkeypatch.setattr(bw, "_unlock", unlock_then_lose_it)
-    change(fake_bw, bw_fake.state, session=None)
+    change(fake_bw, bw_fake.state, session=None, relocks=True)  # locked now, and every new unlock is lost at once
     age_out_listing(bw)
     with pytest.raises(BackendDown, match="Vault is locked.*again"):
         await bw.get("github")
