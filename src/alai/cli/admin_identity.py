@@ -80,7 +80,7 @@ def token() -> None:
 
 @token.command("create")
 @click.option("--name", required=True, help="What uses the token, e.g. forge-node.")
-@click.option("--scopes", required=True, help="Comma-separated scopes, e.g. node,runs:claim.")
+@click.option("--scopes", required=True, help="Comma-separated scopes, e.g. node (a node), node,gateway:use (a cloud worker).")
 @click.option("--expires", default="90d", show_default=True, help="Lifetime: 90d, 12h, 2w or never.")
 @click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
 @DATA_DIR_OPTION
