@@ -9,7 +9,6 @@ fake Ollama, and kill the control plane under a following `alai agent run`.
 
 import json
 import os
-import pty
 import re
 import shutil
 import signal
@@ -22,25 +21,19 @@ import uuid
 import httpx
 import pytest
 
-from tests.support.processes import ALAI, run_cli, start_serve
+from tests.support.cli import ANSI, cli_server, ok, on_a_terminal, one_line_error
+from tests.support.processes import ALAI, run_cli
 
 pytestmark = pytest.mark.e2e
 
 TOKEN = "agent-cli-token"
-ANSI = re.compile(r"\x1b\[")
 
 
 @pytest.fixture(scope="module")
 def server(database_url, tmp_path_factory):
-    base = tmp_path_factory.mktemp("agent-cli")
-    process = start_serve(env={"ALAI_DATABASE_URL": database_url, "ALAI_ADMIN_TOKEN": TOKEN,
-                               "ALAI_DATA_DIR": str(base / "data"), "ALAI_CONFIG_DIR": str(base / "config"),
-                               "HOME": str(base), "ALAI_RUNS_SWEEP_SECONDS": "0.2"}, log_path=base / "serve.log")
-    try:
-        process.wait_ready()
+    with cli_server(tmp_path_factory, "agent-cli", database_url=database_url, token=TOKEN,
+                    env={"ALAI_RUNS_SWEEP_SECONDS": "0.2"}) as process:
         yield process
-    finally:
-        process.stop()
 
 
 @pytest.fixture
@@ -65,18 +58,8 @@ def agent(env: dict[str, str], *args: str, input: str = "", timeout: float = 60.
     return run_cli("agent", *args, env=env, input=input, timeout=timeout)
 
 
-def ok(result: subprocess.CompletedProcess) -> str:
-    assert result.returncode == 0, (result.stdout, result.stderr)
-    assert not ANSI.search(result.stdout + result.stderr)  # piped: never a colour code
-    assert "Traceback" not in result.stderr
-    return result.stdout
 
 
-def one_line_error(result: subprocess.CompletedProcess, code: int = 1) -> str:
-    assert result.returncode == code, (result.stdout, result.stderr)
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1, result.stderr
-    return lines[0]
 
 
 def usage_error(result: subprocess.CompletedProcess) -> str:
@@ -408,28 +391,6 @@ def test_mistakes_are_one_line_with_the_fix(env, api, name):
     unreachable = agent({**env, "ALAI_SERVER": "http://127.0.0.1:9"}, "runs")
     assert one_line_error(unreachable).startswith("Error: cannot reach http://127.0.0.1:9")
 
-
-def on_a_terminal(env: dict[str, str], *args: str) -> str:
-    """The CLI's stdout when it is a terminal (a pseudo-terminal here)."""
-    leader, follower = pty.openpty()
-    try:
-        process = subprocess.Popen([*ALAI, *args], env={**os.environ, **env}, stdout=follower,
-                                   stderr=subprocess.PIPE, stdin=subprocess.DEVNULL)
-        os.close(follower)
-        chunks = []
-        while True:
-            try:
-                chunk = os.read(leader, 65536)
-            except OSError:  # EIO: the process closed the terminal
-                break
-            if not chunk:
-                break
-            chunks.append(chunk)
-        process.communicate(timeout=30)
-        assert process.returncode == 0
-        return b"".join(chunks).decode()
-    finally:
-        os.close(leader)
 
 
 def test_colours_on_a_terminal_and_never_with_no_color_or_piped(env, api, name):

@@ -7,7 +7,6 @@ and brought back on the same port while the other goes on taking messages.
 
 import json
 import os
-import pty
 import queue
 import re
 import signal
@@ -21,25 +20,18 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx
 import pytest
 
-from tests.support.processes import ALAI, run_cli, start_serve
+from tests.support.cli import ANSI, cli_server, ok, on_a_terminal, one_line_error
+from tests.support.processes import ALAI, run_cli
 
 pytestmark = pytest.mark.e2e
 
 TOKEN = "hive-cli-token"
-ANSI = re.compile(r"\x1b\[")
 
 
 @pytest.fixture(scope="module")
 def server(database_url, tmp_path_factory):
-    base = tmp_path_factory.mktemp("hive-cli")
-    process = start_serve(env={"ALAI_DATABASE_URL": database_url, "ALAI_ADMIN_TOKEN": TOKEN,
-                               "ALAI_DATA_DIR": str(base / "data"), "ALAI_CONFIG_DIR": str(base / "config"),
-                               "HOME": str(base)}, log_path=base / "serve.log")
-    try:
-        process.wait_ready()
+    with cli_server(tmp_path_factory, "hive-cli", database_url=database_url, token=TOKEN) as process:
         yield process
-    finally:
-        process.stop()
 
 
 @pytest.fixture
@@ -64,18 +56,8 @@ def hive(env: dict[str, str], *args: str, input: str = "") -> subprocess.Complet
     return run_cli("hive", *args, env=env, input=input)
 
 
-def ok(result: subprocess.CompletedProcess) -> str:
-    assert result.returncode == 0, result.stderr
-    assert not ANSI.search(result.stdout + result.stderr)  # piped: never a colour code
-    assert "Traceback" not in result.stderr
-    return result.stdout
 
 
-def one_line_error(result: subprocess.CompletedProcess, code: int = 1) -> str:
-    assert result.returncode == code, (result.stdout, result.stderr)
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1, result.stderr
-    return lines[0]
 
 
 def stored(api, topic: str) -> list[dict]:
@@ -423,28 +405,6 @@ def test_mistakes_are_one_line_with_the_fix(env, api, prefix):
     assert "cannot reach http://127.0.0.1:9" in one_line_error(unreachable)
     assert "cannot reach http://127.0.0.1:9" in one_line_error(unreachable_sub)
 
-
-def on_a_terminal(env: dict[str, str], *args: str) -> str:
-    """The CLI's output when stdout is a terminal (a pseudo-terminal here)."""
-    leader, follower = pty.openpty()
-    try:
-        process = subprocess.Popen([*ALAI, *args], env={**os.environ, **env}, stdout=follower,
-                                   stderr=subprocess.PIPE, stdin=subprocess.DEVNULL)
-        os.close(follower)
-        chunks = []
-        while True:
-            try:
-                chunk = os.read(leader, 65536)
-            except OSError:  # EIO: the process closed the terminal
-                break
-            if not chunk:
-                break
-            chunks.append(chunk)
-        process.communicate(timeout=30)
-        assert process.returncode == 0
-        return b"".join(chunks).decode()
-    finally:
-        os.close(leader)
 
 
 def test_colours_on_a_terminal_and_never_with_no_color(env, prefix):

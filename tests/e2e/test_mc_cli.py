@@ -6,7 +6,6 @@ tasks in its own project so that the tests do not see each other's.
 
 import json
 import os
-import pty
 import queue
 import re
 import shutil
@@ -21,12 +20,12 @@ import httpx
 import pytest
 
 from alai.server.db.embedded import EmbeddedPostgres
+from tests.support.cli import ANSI, ok, on_a_terminal, one_line_error
 from tests.support.processes import ALAI, run_cli, start_serve
 
 pytestmark = pytest.mark.e2e
 
 TOKEN = "t"
-ANSI = re.compile(r"\x1b\[")
 
 
 @pytest.fixture(scope="module")
@@ -67,17 +66,8 @@ def mc(env: dict[str, str], *args: str, input: str | None = None) -> subprocess.
     return run_cli("mc", *args, env=env, input=input)
 
 
-def ok(result: subprocess.CompletedProcess) -> str:
-    assert result.returncode == 0, result.stderr
-    assert not ANSI.search(result.stdout + result.stderr)  # piped: never a colour code
-    return result.stdout
 
 
-def one_line_error(result: subprocess.CompletedProcess, code: int = 1) -> str:
-    assert result.returncode == code, (result.stdout, result.stderr)
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1, result.stderr
-    return lines[0]
 
 
 def test_a_task_from_creation_to_done(env, project):
@@ -142,28 +132,6 @@ def test_a_task_from_creation_to_done(env, project):
 def ids(env: dict[str, str], *filters: str) -> list[str]:
     return [task["id"] for task in json.loads(ok(mc(env, "list", *filters, "--json")))]
 
-
-def on_a_terminal(env: dict[str, str], *args: str) -> str:
-    """The CLI's output when stdout is a terminal (a pseudo-terminal here)."""
-    leader, follower = pty.openpty()
-    try:
-        process = subprocess.Popen([*ALAI, *args], env={**os.environ, **env}, stdout=follower,
-                                   stderr=subprocess.PIPE, stdin=subprocess.DEVNULL)
-        os.close(follower)
-        chunks = []
-        while True:
-            try:
-                chunk = os.read(leader, 65536)
-            except OSError:  # EIO: the process closed the terminal
-                break
-            if not chunk:
-                break
-            chunks.append(chunk)
-        process.communicate(timeout=30)
-        assert process.returncode == 0
-        return b"".join(chunks).decode()
-    finally:
-        os.close(leader)
 
 
 def test_colours_on_a_terminal_and_never_with_no_color_or_piped(env, project):

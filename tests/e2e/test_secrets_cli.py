@@ -23,28 +23,21 @@ import httpx
 import pytest
 
 from alai.cli.run import EnvFileError, collect, parse_env_file
-from tests.support.processes import ALAI, run_cli, start_serve
+from tests.support.cli import cli_server, ok, one_line_error
+from tests.support.processes import ALAI, run_cli
 
 pytestmark = pytest.mark.e2e
 
 TOKEN = "secrets-cli-token"
-ANSI = re.compile(r"\x1b\[")
 PYTHON = sys.executable
 
 
 @pytest.fixture(scope="module")
 def server(database_url, tmp_path_factory):
-    base = tmp_path_factory.mktemp("secrets-cli")
     master_key = base64.b64encode(os.urandom(32)).decode()
-    process = start_serve(env={"ALAI_DATABASE_URL": database_url, "ALAI_ADMIN_TOKEN": TOKEN,
-                               "ALAI_MASTER_KEY": master_key, "ALAI_DATA_DIR": str(base / "data"),
-                               "ALAI_CONFIG_DIR": str(base / "config"), "HOME": str(base)},
-                          log_path=base / "serve.log")
-    try:
-        process.wait_ready()
+    with cli_server(tmp_path_factory, "secrets-cli", database_url=database_url, token=TOKEN,
+                    env={"ALAI_MASTER_KEY": master_key}) as process:
         yield process
-    finally:
-        process.stop()
 
 
 @pytest.fixture
@@ -68,18 +61,8 @@ def secrets(env: dict[str, str], *args: str, input: str = "") -> subprocess.Comp
     return run_cli("secrets", *args, env=env, input=input)
 
 
-def ok(result: subprocess.CompletedProcess) -> str:
-    assert result.returncode == 0, result.stderr
-    assert not ANSI.search(result.stdout + result.stderr)  # piped: never a colour code
-    assert "Traceback" not in result.stderr
-    return result.stdout
 
 
-def one_line_error(result: subprocess.CompletedProcess, code: int = 1) -> str:
-    assert result.returncode == code, (result.stdout, result.stderr)
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1, result.stderr
-    return lines[0]
 
 
 def run(env: dict[str, str], *args: str, cwd: Path | None = None, extra: dict[str, str] | None = None,

@@ -28,16 +28,15 @@ writes, access policies, YAML/env/table/tsv output, colours, rate limits.
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import json
 import os
 import re
 import sys
-import time
 import uuid
 from datetime import UTC, datetime
 from pathlib import Path
+
+from tests.fakes import cli_state
 
 STATE_VARIABLE = "FAKE_BWS_STATE"
 DEFAULT_SERVER = "https://vault.bitwarden.com"
@@ -68,35 +67,16 @@ def secret(key: str, value: str, project_id: str | None, *, note: str = "", iden
 
 
 def write_state(path: Path, state: dict) -> None:
-    with _locked(path):
-        _save(path, state)
+    cli_state.write_state(path, state)
 
 
 def read_state(path: Path) -> dict:
-    with _locked(path):
-        return json.loads(path.read_text(encoding="utf-8"))
+    return cli_state.read_state(path)
 
 
 def install(bin_dir: Path, state_path: Path, name: str = "bws") -> Path:
     """An executable that runs this fake with `state_path` (it needs no inherited environment)."""
-    bin_dir.mkdir(parents=True, exist_ok=True)
-    script = bin_dir / name
-    script.write_text(f"#!/bin/sh\n{STATE_VARIABLE}='{state_path}' exec '{sys.executable}' '{Path(__file__)}' \"$@\"\n")
-    script.chmod(0o755)
-    return script
-
-
-@contextlib.contextmanager
-def _locked(path: Path):
-    with open(f"{path}.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        yield
-
-
-def _save(path: Path, state: dict) -> None:
-    temporary = path.with_suffix(".tmp")
-    temporary.write_text(json.dumps(state, ensure_ascii=False, indent=2), encoding="utf-8")
-    temporary.replace(path)
+    return cli_state.install(bin_dir, state_path, name=name, variable=STATE_VARIABLE, module="tests.fakes.bws")
 
 
 # -- the program ---------------------------------------------------------------------------
@@ -274,14 +254,7 @@ def run(argv: list[str], state: dict) -> tuple[str, bool]:
 
 
 def main(argv: list[str]) -> int:
-    path = Path(os.environ[STATE_VARIABLE])
-    with _locked(path):
-        state = json.loads(path.read_text(encoding="utf-8"))
-        state.setdefault("calls", []).append(argv)
-        _save(path, state)
-    time.sleep(float(state.get("delay", 0.0)))
-    with _locked(path):  # the state again: a test may have changed it while this one slept
-        state = json.loads(path.read_text(encoding="utf-8"))
+    with cli_state.call(STATE_VARIABLE, argv) as (state, save):
         try:
             out, changed = run(argv, state)
         except Exit as stop:
@@ -289,7 +262,7 @@ def main(argv: list[str]) -> int:
             sys.stderr.buffer.write(stop.stderr.encode())
             return stop.code
         if changed:
-            _save(path, state)
+            save()
     sys.stdout.buffer.write(out.encode())
     return 0
 

@@ -107,6 +107,8 @@ class Daemon:
     async def run(self) -> None:
         self._loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
+            # Not possible on Windows (NotImplementedError) nor off the main thread (RuntimeError,
+            # e.g. a daemon embedded in a bench or a test); there the owner calls request_stop().
             with contextlib.suppress(NotImplementedError, RuntimeError):
                 self._loop.add_signal_handler(sig, self.request_stop)
         self.capabilities = await self._capabilities_source()

@@ -273,13 +273,16 @@ async def horizon(conn: AsyncConnection) -> str:
     return str(row["xmin"] if isinstance(row, dict) else row[0])
 
 
-async def final_rows(conn: AsyncConnection, *, table: str, columns: str, after: Position, limit: int) -> list:
-    """Rows of `table` (a constant name) after `after`, in position order, below the horizon."""
+async def final_rows(conn: AsyncConnection, *, table: str, columns: str, after: Position, limit: int,
+                     where: str = "", params: tuple = ()) -> list:
+    """Rows of `table` (a constant name) after `after`, in position order, below the horizon;
+    `where` (a constant condition, with `params`) narrows them, e.g. to one run's events."""
     below = await horizon(conn)
     cursor = await conn.execute(
-        f"SELECT {columns} FROM {table} WHERE (tx, id) > (%s::xid8, %s) AND tx < %s::xid8 "
+        f"SELECT {columns} FROM {table} WHERE {where + ' AND ' if where else ''}"
+        "(tx, id) > (%s::xid8, %s) AND tx < %s::xid8 "
         # The table's xid8 column, not a `tx::text AS tx` alias: as text "1001" < "999".
-        f"ORDER BY {table}.tx, {table}.id LIMIT %s", (str(after[0]), after[1], below, limit))
+        f"ORDER BY {table}.tx, {table}.id LIMIT %s", (*params, str(after[0]), after[1], below, limit))
     return await cursor.fetchall()
 
 

@@ -19,15 +19,13 @@ Functions take `conn` keyword-only and never commit; the callers hold the transa
 
 from __future__ import annotations
 
-import base64
-import json
 from dataclasses import dataclass
 from typing import Any
 
 from psycopg import AsyncConnection
 from psycopg.types.json import Jsonb
 
-from alai.server import streams
+from alai.server import cursors, streams
 from alai.server.problems import ProblemError
 from alai.server.runs import agents, nodes
 from alai.wire.problem import FieldError
@@ -152,16 +150,6 @@ async def result(conn: AsyncConnection, *, run_id: int) -> RunResult:
     return RunResult(**row)
 
 
-def _cursor(run_id: int) -> str:
-    return base64.urlsafe_b64encode(json.dumps([run_id]).encode()).decode().rstrip("=")
-
-
-def _uncursor(cursor: str) -> int:
-    try:
-        value = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
-        return int(value[0])
-    except (ValueError, TypeError, IndexError, KeyError):
-        raise ProblemError(400, "the cursor is not one this API gave out", slug="bad-cursor") from None
 
 
 async def list_runs(conn: AsyncConnection, *, agent: str | None, states: list[str] | None, task_id: str | None,
@@ -176,12 +164,12 @@ async def list_runs(conn: AsyncConnection, *, agent: str | None, states: list[st
         params.append(states)
     if cursor is not None:
         where.append("id < %s")
-        params.append(_uncursor(cursor))
+        params.append(cursors.decode_id(cursor))
     sql = (f"SELECT {RUN_COLUMNS} FROM runs {'WHERE ' + ' AND '.join(where) if where else ''} "
            "ORDER BY id DESC LIMIT %s")
     rows = await (await conn.execute(sql, [*params, limit + 1])).fetchall()
     items = [_run(row) for row in rows[:limit]]
-    return RunPage(items=items, next_cursor=_cursor(items[-1].id) if len(rows) > limit else None)
+    return RunPage(items=items, next_cursor=cursors.encode_id(items[-1].id) if len(rows) > limit else None)
 
 
 async def cancel(conn: AsyncConnection, *, run_id: int, actor: str) -> Run:
@@ -439,10 +427,8 @@ async def sweep(conn: AsyncConnection, *, limits: Limits) -> list[Run]:
 
 async def final_events(conn: AsyncConnection, *, run_id: int, after: streams.Position,
                         limit: int = 500) -> list[RunEvent]:
-    below = await streams.horizon(conn)
-    rows = await (await conn.execute(
-        f"SELECT {EVENT_COLUMNS} FROM run_events WHERE run_id = %s AND (tx, id) > (%s::xid8, %s) AND tx < %s::xid8 "
-        "ORDER BY run_events.tx, run_events.id LIMIT %s", (run_id, str(after[0]), after[1], below, limit))).fetchall()
+    rows = await streams.final_rows(conn, table="run_events", columns=EVENT_COLUMNS, after=after, limit=limit,
+                                    where="run_id = %s", params=(run_id,))
     return [_event(row) for row in rows]
 
 

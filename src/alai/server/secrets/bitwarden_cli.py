@@ -164,3 +164,13 @@ class _Listing:
 
     def done(self) -> None:
         self.at = time.monotonic()
+
+    async def lookup(self, refresh, find):
+        """`find()` in a listing fresh enough: `refresh()`ed when due, and once more on a miss."""
+        if self.due():
+            await refresh()
+        found = find()
+        if found is None and self.due_for_miss():
+            await refresh()
+            found = find()
+        return found

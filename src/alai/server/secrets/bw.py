@@ -255,12 +255,7 @@ class BwBackend:
         return True
 
     async def _resolve(self, path: str) -> tuple[dict, str | None]:
-        if self._listing.due():
-            await self._refresh()
-        found = self._lookup(path)
-        if found is None and self._listing.due_for_miss():
-            await self._refresh()
-            found = self._lookup(path)
+        found = await self._listing.lookup(self._refresh, lambda: self._lookup(path))
         if found is None:
             raise NotFound(f"bw: no item matches {path}")
         return found

@@ -118,12 +118,7 @@ class BwsBackend:
 
     async def _entry(self, path: str) -> _Secret:
         async with self._lock:
-            if self._listing.due():
-                await self._refresh()
-            found = self._find(path)
-            if found is None and self._listing.due_for_miss():
-                await self._refresh()
-                found = self._find(path)
+            found = await self._listing.lookup(self._refresh, lambda: self._find(path))
         if found is None:
             raise NotFound(f"bws: no secret has the key {path}")
         return found

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import base64
-import json
 from datetime import datetime
 from typing import Annotated
 
@@ -11,10 +9,8 @@ from fastapi import Depends, Query, Request, Response
 from fastapi.responses import JSONResponse
 
 from alai.server.deps import ADMIN_SCOPE, Connection, Principal, actor_name, api_router, require_scope
-from alai.server.problems import ProblemError
 from alai.server.secrets import service
 from alai.wire.secrets import (
-    AuditEntry,
     AuditPage,
     Mount,
     Policy,
@@ -38,15 +34,6 @@ def _client(request: Request) -> str | None:
     return request.client.host if request.client else None
 
 
-def _cursor(value: int) -> str:
-    return base64.urlsafe_b64encode(json.dumps([value]).encode()).decode().rstrip("=")
-
-
-def _uncursor(cursor: str) -> int:
-    try:
-        return int(json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))[0])
-    except (ValueError, TypeError, IndexError):
-        raise ProblemError(400, "the cursor is not one this API gave out", slug="bad-cursor") from None
 
 
 def router_factory():
@@ -122,22 +109,7 @@ def router_factory():
                     since: datetime | None = None, limit: Annotated[int, Query(ge=1, le=1000)] = 100,
                     cursor: Annotated[str | None, Query(max_length=100)] = None) -> AuditPage:
         """Every access, newest first: who, what path, when, from where, the outcome (never a value)."""
-        where, params = [], []
-        for column, value in (("path", path), ("principal", principal), ("action", action), ("outcome", outcome)):
-            if value is not None:
-                where.append(f"{column} = %s")
-                params.append(value)
-        if since is not None:
-            where.append("at >= %s")
-            params.append(since)
-        if cursor is not None:
-            where.append("id < %s")
-            params.append(_uncursor(cursor))
-        rows = await (await conn.execute(
-            "SELECT id, at, principal, principal_kind, action, path, outcome, mount, client, detail FROM secret_audit "
-            f"{'WHERE ' + ' AND '.join(where) if where else ''} ORDER BY id DESC LIMIT %s",
-            [*params, limit + 1])).fetchall()
-        items = [AuditEntry(**row) for row in rows[:limit]]
-        return AuditPage(items=items, next_cursor=_cursor(items[-1].id) if len(rows) > limit else None)
+        return await service.audit_page(conn, path=path, principal=principal, action=action, outcome=outcome,
+                                        since=since, limit=limit, cursor=cursor)
 
     return router

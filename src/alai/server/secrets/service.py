@@ -23,6 +23,7 @@ from typing import Any
 import structlog
 from psycopg_pool import AsyncConnectionPool
 
+from alai.server import cursors
 from alai.server.deps import Principal, actor_name
 from alai.server.problems import ProblemError
 from alai.server.secrets import policy
@@ -32,6 +33,8 @@ from alai.wire.secrets import (
     PATH_PATTERN,
     REFERENCE_PREFIX,
     VALUE_MAX_BYTES,
+    AuditEntry,
+    AuditPage,
     Mount,
     Policy,
     PolicyIn,
@@ -302,3 +305,25 @@ async def delete_policy(conn, *, name: str) -> None:
     result = await conn.execute("DELETE FROM secret_policies WHERE name = %s", (name,))
     if result.rowcount == 0:
         raise ProblemError(404, f"there is no policy {name!r}", slug="unknown-policy")
+
+
+async def audit_page(conn, *, path: str | None, principal: str | None, action: str | None, outcome: str | None,
+                     since: datetime | None, limit: int, cursor: str | None) -> AuditPage:
+    """Audit entries, newest first, filtered; a page of `limit` and the cursor of the next."""
+    where, params = [], []
+    for column, value in (("path", path), ("principal", principal), ("action", action), ("outcome", outcome)):
+        if value is not None:
+            where.append(f"{column} = %s")
+            params.append(value)
+    if since is not None:
+        where.append("at >= %s")
+        params.append(since)
+    if cursor is not None:
+        where.append("id < %s")
+        params.append(cursors.decode_id(cursor))
+    rows = await (await conn.execute(
+        "SELECT id, at, principal, principal_kind, action, path, outcome, mount, client, detail FROM secret_audit "
+        f"{'WHERE ' + ' AND '.join(where) if where else ''} ORDER BY id DESC LIMIT %s",
+        [*params, limit + 1])).fetchall()
+    items = [AuditEntry(**row) for row in rows[:limit]]
+    return AuditPage(items=items, next_cursor=cursors.encode_id(items[-1].id) if len(rows) > limit else None)
