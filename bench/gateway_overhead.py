@@ -6,7 +6,9 @@ A fake Ollama (tests/fakes/ollama.py, answering at once) is called:
 - directly (its Ollama API, and the OpenAI API it also serves under /v1);
 - through `alai serve`'s gateway (embedded PostgreSQL; the usage records included);
 - through LiteLLM's proxy (`litellm[proxy]` from PyPI, in a virtual environment of its
-  own under /tmp; its OpenAI API, `openai/<model>` pointed at the fake's /v1).
+  own under /tmp; its OpenAI API, `openai/<model>` pointed at the fake's /v1);
+- through a bare ASGI proxy (bench/gateway_floor_proxy.py: aiohttp, no framework, no
+  token, no usage records) under the same uvicorn: the least a Python proxy adds here.
 Requests are sent one after another from this process over keep-alive connections
 (so each figure is a latency, not a throughput); rounds alternate between the paths.
 Non-streaming: whole request. Streaming: time to the first content chunk (TTFT).
@@ -104,6 +106,10 @@ def main() -> None:
     fake = FakeOllamaProcess("anvil", [MODEL])
     fake.start()
     litellm_process = None
+    floor_port = free_port()
+    floor_process = subprocess.Popen(
+        [sys.executable, "-m", "uvicorn", "gateway_floor_proxy:app", "--port", str(floor_port), "--log-level",
+         "warning", "--no-access-log"], cwd=Path(__file__).parent, env={**os.environ, "UPSTREAM": fake.url})
     try:
         with tempfile.TemporaryDirectory(prefix="alai-bench-gw-") as tmp:
             config = Path(tmp) / "gateway.yaml"
@@ -114,7 +120,10 @@ def main() -> None:
                     "alai ollama": (base, "/api/chat", {"Authorization": f"Bearer {TOKEN}"}),
                     "direct openai": (fake.url, "/v1/chat/completions", {}),
                     "alai openai": (base, "/v1/chat/completions", {"Authorization": f"Bearer {TOKEN}"}),
+                    "bare ollama": (f"http://127.0.0.1:{floor_port}", "/api/chat", {}),
+                    "bare openai": (f"http://127.0.0.1:{floor_port}", "/v1/chat/completions", {}),
                 }
+                wait_for(f"http://127.0.0.1:{floor_port}/api/tags")
                 binary = None if args.no_litellm else ensure_litellm()
                 if binary is not None:
                     port = free_port()
@@ -147,6 +156,8 @@ def main() -> None:
         if litellm_process is not None:
             litellm_process.terminate()
             litellm_process.wait(30)
+        floor_process.terminate()
+        floor_process.wait(30)
         fake.kill()
 
     print(f"{args.rounds} rounds × {args.requests} sequential requests per path; {os.cpu_count()} cores")
@@ -158,19 +169,22 @@ def main() -> None:
             print(f"{kind:<20} {name:<15} p50 {pct(values, 0.5):6.2f} ms  p99 {pct(values, 0.99):6.2f} ms")
         for surface in ("ollama", "openai"):
             direct = samples[(f"direct {surface}", stream)]
-            ours = samples[(f"alai {surface}", stream)]
-            results[(surface, stream)] = (pct(ours, 0.5) - pct(direct, 0.5), pct(ours, 0.99) - pct(direct, 0.99))
+            for who in ("alai", "bare"):
+                ours = samples[(f"{who} {surface}", stream)]
+                key = surface if who == "alai" else f"bare {surface}"
+                results[(key, stream)] = (pct(ours, 0.5) - pct(direct, 0.5), pct(ours, 0.99) - pct(direct, 0.99))
         if ("litellm openai", stream) in samples:
             direct = samples[("direct openai", stream)]
             theirs = samples[("litellm openai", stream)]
             results[("litellm", stream)] = (pct(theirs, 0.5) - pct(direct, 0.5), pct(theirs, 0.99) - pct(direct, 0.99))
     for (surface, stream), (p50, p99) in results.items():
         kind = "TTFT" if stream else "non-streaming"
-        print(f"added by {surface:<8} ({kind:<13}): p50 {p50:+.2f} ms, p99 {p99:+.2f} ms")
+        print(f"added by {surface:<12} ({kind:<13}): p50 {p50:+.2f} ms, p99 {p99:+.2f} ms")
     ours, theirs = results[("openai", False)], results.get(("litellm", False))
     versus = f"; LiteLLM adds {theirs[0]:.2f} ms ({ours[0] / theirs[0]:.0%} of it)" if theirs else ""
     print(f"gateway_overhead: alai adds p50 {results[('ollama', False)][0]:.2f} ms (Ollama API), "
-          f"{ours[0]:.2f} ms (OpenAI API), TTFT {results[('ollama', True)][0]:.2f} ms{versus}")
+          f"{ours[0]:.2f} ms (OpenAI API), TTFT {results[('ollama', True)][0]:.2f} ms{versus}; "
+          f"a bare aiohttp proxy adds {results[('bare ollama', False)][0]:.2f} ms")
 
 
 if __name__ == "__main__":

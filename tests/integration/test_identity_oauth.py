@@ -1,6 +1,5 @@
 """The built-in issuer: PKCE code flow, refresh rotation, and the attacks it must refuse."""
 
-import time
 
 import httpx
 import jwt
@@ -8,7 +7,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 
 from alai.server.identity import service
-from tests.support.oauth import authorize_params, pkce_pair, query_of, sign_in
+from tests.support.oauth import at_run_time, authorize_params, pkce_pair, query_of, sign_in
 
 PASSWORD = "correct horse battery staple"
 
@@ -237,13 +236,13 @@ async def test_hs256_signed_with_the_public_key_is_refused(anonymous_client, app
 
 
 @pytest.mark.parametrize("change", [
-    {"exp": int(time.time()) - 120},
-    {"nbf": int(time.time()) + 600},
+    {"exp": -120},  # seconds from now: see at_run_time
+    {"nbf": 600},
     {"iss": "http://evil.test"},
     {"aud": "someone-else"},
 ])
 async def test_bad_claims_are_refused(anonymous_client, app, valid_token, change):
-    response = await _me(anonymous_client, _forge(app, change, base=valid_token))
+    response = await _me(anonymous_client, _forge(app, at_run_time(change), base=valid_token))
     assert response.status_code == 401
 
 

@@ -6,6 +6,7 @@ import base64
 import hashlib
 import re
 import secrets
+import time
 from html import unescape
 from urllib.parse import parse_qs, urlencode, urlsplit
 
@@ -68,3 +69,11 @@ def sign_in_b2c_sync(authorize_url: str, email: str, password: str) -> str:
                              data={**form_fields(page.text), "email": email, "password": password})
         assert response.status_code == 302, response.text
         return response.headers["location"]
+
+
+def at_run_time(claims: dict) -> dict:
+    """Claims whose `exp`/`nbf`/`iat` are given as seconds from now, made absolute when the
+    test runs: computed in a parametrize list they would date from collection, and a slow
+    run could let a "future" nbf pass by the time the test gets to it."""
+    now = int(time.time())
+    return {key: now + value if key in ("exp", "nbf", "iat") else value for key, value in claims.items()}

@@ -22,15 +22,18 @@ async def _lifespan(app):
     from alai.server.gateway import config as gateway_config
     from alai.server.gateway.backends import Backends
     from alai.server.gateway.proxy import Gateway
+    from alai.server.gateway.upstream import Upstream
     from alai.server.gateway.usage import UsageRecorder
 
     configuration = gateway_config.load(app.state.settings.gateway_config)
     client = httpx.AsyncClient(limits=httpx.Limits(max_connections=512, max_keepalive_connections=64))
     backends = Backends(configuration, client)
     recorder = UsageRecorder(app.state.pool, configuration)
+    upstream = Upstream()
+    await upstream.start()
     await backends.start()
     await recorder.start()
-    app.state.gateway = Gateway(configuration, backends, client)
+    app.state.gateway = Gateway(configuration, backends, client, upstream)
     app.state.gateway_usage = recorder
     keys = _secret_keys(app, configuration)
     try:
@@ -41,6 +44,7 @@ async def _lifespan(app):
         await backends.stop()
         await recorder.stop()
         await client.aclose()
+        await upstream.stop()
 
 
 def _secret_keys(app, configuration):

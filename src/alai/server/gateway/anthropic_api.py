@@ -16,6 +16,7 @@ from alai.server.gateway import anthropic_messages, translate
 from alai.server.gateway.backends import describe
 from alai.server.gateway.ollama_api import WAIT_HEADER, WAIT_MAX
 from alai.server.gateway.proxy import Gateway, ModelNotFound, Unavailable, read_limited, request_problem
+from alai.server.gateway.upstream import UpstreamResponse
 from alai.server.gateway.usage import metering
 
 USE = Depends(require_scope("gateway:use"))
@@ -58,7 +59,7 @@ async def _renamed(lines, model: str):
         yield line.encode() + b"\n"
 
 
-async def _guarded(gateway: Gateway, attempt, response: httpx.Response, chunks):
+async def _guarded(gateway: Gateway, attempt, response: UpstreamResponse, chunks):
     try:
         async for chunk in chunks:
             yield chunk

@@ -24,6 +24,7 @@ import orjson
 from alai.server.gateway import anthropic_messages, translate
 from alai.server.gateway.backends import Backends, BackendState, describe, headers_for
 from alai.server.gateway.config import GatewayConfig
+from alai.server.gateway.upstream import Upstream, UpstreamResponse
 
 PAUSE_RETRY_AFTER = 30
 
@@ -53,7 +54,8 @@ class Unavailable(Exception):
 class Gateway:
     config: GatewayConfig
     backends: Backends
-    client: httpx.AsyncClient
+    client: httpx.AsyncClient  # health checks and look-ups (/api/version, /api/ps)
+    upstream: Upstream  # model requests
 
     def attempts(self, model: str, *, kind: str = "ollama", path: str | None = None) -> list[Attempt]:
         """The routes to try for `model`, in order; raises ModelNotFound or Unavailable.
@@ -110,7 +112,7 @@ class Gateway:
             await asyncio.sleep(0.25)
 
     async def open(self, attempts: list[Attempt], path: str, body: dict, *, model: str, stream: bool,
-                   read_whole: bool, surface: str = "ollama") -> tuple[Attempt, httpx.Response]:
+                   read_whole: bool, surface: str = "ollama") -> tuple[Attempt, UpstreamResponse]:
         """The first route that answers (status < 500), its response open (or read, with
         `read_whole`, so that a failure half-way can still go to the next route)."""
         failures = []
@@ -131,12 +133,11 @@ class Gateway:
                 upstream_path, payload = path, {**body, "model": attempt.upstream_model}
             else:
                 upstream_path, payload = translate.request(path, body, attempt.upstream_model, stream=stream)
-            request = self.client.build_request(
-                "POST", config.url + upstream_path, content=orjson.dumps(payload),
-                headers={"Content-Type": "application/json", **headers_for(config)},
-                timeout=httpx.Timeout(config.read_timeout_seconds, connect=config.connect_timeout_seconds))
             try:
-                response = await self.client.send(request, stream=True)
+                response = await self.upstream.post(
+                    config.url + upstream_path, orjson.dumps(payload),
+                    {"Content-Type": "application/json", **headers_for(config)},
+                    connect_timeout=config.connect_timeout_seconds, read_timeout=config.read_timeout_seconds)
                 if response.status_code >= 500:
                     text = (await response.aread())[:200].decode(errors="replace")
                     await response.aclose()
@@ -154,7 +155,7 @@ class Gateway:
         raise Unavailable(model, paused=False, retry_after=configured.retry_after_seconds if configured else 5,
                           detail=f"model '{model}': every route failed: {'; '.join(failures)}")
 
-    async def relay_openai_from_anthropic(self, attempt: Attempt, response: httpx.Response,
+    async def relay_openai_from_anthropic(self, attempt: Attempt, response: UpstreamResponse,
                                           model: str) -> AsyncIterator[bytes]:
         """An Anthropic backend's SSE events as OpenAI's SSE chunks."""
         try:
@@ -167,7 +168,7 @@ class Gateway:
         finally:
             await response.aclose()
 
-    async def relay(self, attempt: Attempt, response: httpx.Response, model: str, *, sse: bool = False,
+    async def relay(self, attempt: Attempt, response: UpstreamResponse, model: str, *, sse: bool = False,
                     usage_sink: dict | None = None) -> AsyncIterator[bytes]:
         """The upstream body chunk by chunk as it comes (NDJSON lines, or SSE `data:` lines,
         re-labelled with the name asked for when the route renames the model); a failure
@@ -215,7 +216,7 @@ class Gateway:
             await response.aclose()
 
 
-    async def relay_translated(self, attempt: Attempt, response: httpx.Response, path: str, model: str,
+    async def relay_translated(self, attempt: Attempt, response: UpstreamResponse, path: str, model: str,
                                started: float) -> AsyncIterator[bytes]:
         """An OpenAI-compatible (or Anthropic) backend's SSE stream as Ollama's NDJSON."""
         lines = response.aiter_lines()

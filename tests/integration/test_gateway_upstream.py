@@ -1,0 +1,156 @@
+"""The gateway's upstream client (gateway/upstream.py) against raw HTTP servers on loopback:
+line splitting across chunks, the one retry of a request whose pooled connection the
+backend had closed, and failures raised as the httpx errors the failover code handles."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+
+import httpx
+import pytest
+
+from alai.server.gateway.upstream import Upstream
+
+
+@contextlib.asynccontextmanager
+async def raw_server(handler):
+    """A loopback server whose `handler(reader, writer, connection_number)` speaks HTTP itself."""
+    connections, tasks = [], []
+
+    async def accept(reader, writer):
+        connections.append(writer)
+        tasks.append(asyncio.current_task())
+        try:
+            await handler(reader, writer, len(connections))
+        finally:
+            writer.close()
+
+    server = await asyncio.start_server(accept, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        yield f"http://127.0.0.1:{port}", connections
+    finally:
+        server.close()
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await server.wait_closed()
+
+
+async def read_request(reader) -> bytes | None:
+    head = await reader.readuntil(b"\r\n\r\n")
+    length = next((int(line.split(b":")[1]) for line in head.split(b"\r\n")
+                   if line.lower().startswith(b"content-length:")), 0)
+    return await reader.readexactly(length)
+
+
+def answer(body: bytes) -> bytes:
+    return (b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: "
+            + str(len(body)).encode() + b"\r\n\r\n" + body)
+
+
+@pytest.fixture
+async def upstream():
+    client = Upstream()
+    await client.start()
+    yield client
+    await client.stop()
+
+
+async def post(upstream: Upstream, url: str, *, read_timeout: float = 5.0):
+    return await upstream.post(url + "/api/chat", b'{"model": "m"}', {"Content-Type": "application/json"},
+                               connect_timeout=2.0, read_timeout=read_timeout)
+
+
+async def test_lines_are_split_as_httpx_splits_them_across_chunks(upstream):
+    chunks = [b"first\r", b"\nsecond\rthird\n", b"caf\xc3", b"\xa9\n", b"last"]
+
+    async def handler(reader, writer, _):
+        await read_request(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/x-ndjson\r\nTransfer-Encoding: chunked\r\n\r\n")
+        for chunk in chunks:
+            writer.write(f"{len(chunk):x}\r\n".encode() + chunk + b"\r\n")
+            await writer.drain()
+            await asyncio.sleep(0.02)  # separate reads on the client's side
+        writer.write(b"0\r\n\r\n")
+        await writer.drain()
+
+    async with raw_server(handler) as (url, _):
+        response = await post(upstream, url)
+        lines = [line async for line in response.aiter_lines()]
+        await response.aclose()
+    assert lines == ["first", "second", "third", "café", "last"]
+
+
+async def test_a_pooled_connection_the_backend_closed_is_retried_on_a_new_one(upstream):
+    # The race of an idle keep-alive connection: the backend closes it just as the next
+    # request goes out on it. That request must not fail (nor mark the backend down).
+    async def handler(reader, writer, number):
+        await read_request(reader)
+        writer.write(answer(b'{"n": %d}' % number))
+        await writer.drain()
+        if number == 1:
+            await read_request(reader)  # the second request arrives on the pooled connection …
+            return  # … and the connection is closed without an answer
+
+        while True:  # later connections answer every request
+            with contextlib.suppress(asyncio.IncompleteReadError):
+                await read_request(reader)
+                writer.write(answer(b'{"n": %d}' % number))
+                await writer.drain()
+                continue
+            return
+
+    async with raw_server(handler) as (url, connections):
+        first = await post(upstream, url)
+        assert await first.aread() == b'{"n": 1}'
+        await first.aclose()
+        second = await post(upstream, url)
+        assert second.status_code == 200
+        assert await second.aread() == b'{"n": 2}'
+        await second.aclose()
+        assert len(connections) == 2
+
+
+async def test_a_backend_that_keeps_closing_fails_as_a_protocol_error(upstream):
+    async def handler(reader, writer, _):
+        await read_request(reader)  # and close without an answer, every time
+
+    async with raw_server(handler) as (url, connections):
+        with pytest.raises(httpx.RemoteProtocolError):
+            await post(upstream, url)
+        assert len(connections) == 2  # tried once more, not forever
+
+
+async def test_a_refused_connection_is_a_connect_error(upstream):
+    async with raw_server(lambda *_: asyncio.sleep(0)) as (url, _):
+        pass  # closed: nothing listens on the port any more
+    with pytest.raises(httpx.ConnectError):
+        await post(upstream, url)
+
+
+async def test_a_backend_that_stops_answering_is_a_read_timeout(upstream):
+    async def handler(reader, writer, _):
+        await read_request(reader)
+        await asyncio.sleep(3)
+
+    async with raw_server(handler) as (url, _):
+        with pytest.raises(httpx.ReadTimeout):
+            await post(upstream, url, read_timeout=0.3)
+
+
+async def test_content_must_be_read_before_it_is_used(upstream):
+    async def handler(reader, writer, _):
+        await read_request(reader)
+        writer.write(answer(b'{"ok": true}'))
+        await writer.drain()
+
+    async with raw_server(handler) as (url, _):
+        response = await post(upstream, url)
+        with pytest.raises(RuntimeError, match="aread"):
+            _ = response.content
+        await response.aread()
+        assert response.json() == {"ok": True}
+        assert response.headers["content-type"] == "application/json"
+        await response.aclose()
