@@ -266,6 +266,25 @@ def test_a_failure_mid_stream_is_reported_not_a_clean_end(gateway, api):
         chat_text(api, "qwen3.5:27b", "fail-midway again", stream=True)
 
 
+def test_a_client_that_hangs_up_mid_stream_stops_the_model(gateway, fakes):
+    # The answer takes ~1 s upstream (a word every 2 ms); the client leaves after two lines.
+    anvil = fakes[0]
+
+    def counts() -> dict:
+        return httpx.get(anvil.url + "/_fake/streams").json()
+
+    before = counts()
+    prompt = " ".join(f"w{i}" for i in range(500))
+    with httpx.Client(base_url=gateway.url, headers=AUTH, timeout=10) as client:
+        with client.stream("POST", "/api/chat", json={"model": "qwen3.5:27b", "messages": [
+                {"role": "user", "content": prompt}]}) as response:
+            lines = response.iter_lines()
+            assert json.loads(next(lines))["message"]["content"].startswith("[anvil]")
+            next(lines)
+    wait_until(lambda: counts()["abandoned"] == before["abandoned"] + 1, seconds=3)
+    assert counts()["finished"] == before["finished"]
+
+
 def test_an_openai_compatible_backend_answers_ollama_requests(gateway, api):
     assert {"llama-70b", "cloud-embed"} <= {model.model for model in api.list().models}
     parts = list(api.chat(model="llama-70b", messages=[{"role": "user", "content": "from the cloud"}], stream=True))

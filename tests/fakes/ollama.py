@@ -39,6 +39,10 @@ def now() -> str:
 
 
 def make_app(name: str, models: list[str], delay: float = 0.0) -> Starlette:
+    # Streamed answers: begun, sent to their end, or abandoned because the caller went
+    # away (GET /_fake/streams), so a test can see that a client's hang-up reached here.
+    streams = {"started": 0, "finished": 0, "abandoned": 0}
+
     def entry(model: str) -> dict:
         family = model.split(":")[0].split("/")[-1]
         return {"name": model, "model": model, "modified_at": "2026-11-01T10:00:00Z", "size": 4_000_000_000,
@@ -103,13 +107,20 @@ def make_app(name: str, models: list[str], delay: float = 0.0) -> Starlette:
             return JSONResponse(chunk("".join(pieces), True))
 
         async def stream():
-            for index, piece in enumerate(pieces):
-                if fail_after is not None and index == fail_after:
-                    yield json.dumps({"error": "an error was encountered while running the model"}) + "\n"
-                    return
-                yield json.dumps(chunk(piece, False)) + "\n"
-                await asyncio.sleep(delay)
-            yield json.dumps(chunk("", True)) + "\n"
+            streams["started"] += 1
+            finished = False
+            try:
+                for index, piece in enumerate(pieces):
+                    if fail_after is not None and index == fail_after:
+                        yield json.dumps({"error": "an error was encountered while running the model"}) + "\n"
+                        finished = True
+                        return
+                    yield json.dumps(chunk(piece, False)) + "\n"
+                    await asyncio.sleep(delay)
+                yield json.dumps(chunk("", True)) + "\n"
+                finished = True
+            finally:
+                streams["finished" if finished else "abandoned"] += 1
 
         return StreamingResponse(stream(), media_type="application/x-ndjson")
 
@@ -161,6 +172,9 @@ def make_app(name: str, models: list[str], delay: float = 0.0) -> Starlette:
     async def root(request: Request) -> Response:
         return PlainTextResponse("Ollama is running")
 
+    async def stream_counts(request: Request) -> Response:
+        return JSONResponse(streams)
+
     # Ollama also serves the OpenAI API under /v1 (no key).
     from tests.fakes import openai_compat
 
@@ -168,7 +182,7 @@ def make_app(name: str, models: list[str], delay: float = 0.0) -> Starlette:
                      if route.path.startswith("/v1/")]
     return Starlette(routes=[
         *openai_routes,
-        Route("/", root, methods=["GET", "HEAD"]),
+        Route("/", root, methods=["GET", "HEAD"]), Route("/_fake/streams", stream_counts),
         Route("/api/version", version), Route("/api/tags", tags), Route("/api/ps", ps),
         Route("/api/show", show, methods=["POST"]), Route("/api/chat", chat, methods=["POST"]),
         Route("/api/generate", generate, methods=["POST"]), Route("/api/embed", embed, methods=["POST"]),

@@ -13,12 +13,27 @@ from fastapi import FastAPI
 from alai._version import __version__
 from alai.server import deps, modules, problems
 from alai.server.db import migrations, pool
+from alai.server.direct_routes import DirectRoutes
 from alai.server.metrics import Metrics
 from alai.server.middleware import RequestMiddleware
 from alai.server.ops import service as ops_service
 from alai.server.settings import Settings
 
 log = structlog.get_logger("alai.server")
+
+
+class ControlPlane(FastAPI):
+    """FastAPI, with the routes that need none of its machinery answered directly
+    (direct_routes.py), behind the same RequestMiddleware."""
+
+    direct: DirectRoutes | None = None
+    direct_stack: RequestMiddleware | None = None
+
+    async def __call__(self, scope, receive, send) -> None:
+        if self.direct_stack is not None and self.direct.route_for(scope) is not None:
+            await self.direct_stack(scope, receive, send)
+            return
+        await super().__call__(scope, receive, send)
 
 
 def create_app(settings: Settings) -> FastAPI:
@@ -45,7 +60,7 @@ def create_app(settings: Settings) -> FastAPI:
         finally:
             await app.state.pool.close()
 
-    app = FastAPI(
+    app = ControlPlane(
         title="alai control plane",
         version=__version__,
         lifespan=lifespan,
@@ -86,4 +101,7 @@ def create_app(settings: Settings) -> FastAPI:
             # dependencies or settings of their own beyond what their routes hold.
             app.router.routes.extend(router.routes)
     app.add_middleware(RequestMiddleware, metrics=app.state.metrics)
+    if settings.direct_routes:
+        app.direct = DirectRoutes(app)
+        app.direct_stack = RequestMiddleware(app.direct.dispatch, metrics=app.state.metrics)
     return app

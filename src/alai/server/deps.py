@@ -91,6 +91,14 @@ def _check_scope(principal: Principal, scope: str) -> None:
         )
 
 
+async def check_scopes(request: Request, scopes: Sequence[str]) -> None:
+    """The caller must hold every one of `scopes` (401 without a valid token, 403 without a scope)."""
+    if scopes:
+        principal = await current_principal(request)
+        for scope in scopes:
+            _check_scope(principal, scope)
+
+
 def require_scope(scope: str) -> Callable[[Request], Awaitable[Principal]]:
     """A dependency that admits only principals holding `scope` (or `admin`)."""
 
@@ -129,9 +137,7 @@ class ScopedRoute(APIRoute):
             return handler
 
         async def scoped_handler(request: Request) -> Response:
-            principal = await current_principal(request)
-            for scope in scopes:
-                _check_scope(principal, scope)
+            await check_scopes(request, scopes)
             return await handler(request)
 
         return scoped_handler

@@ -44,6 +44,9 @@ class Settings(BaseSettings):
     db_connect_timeout: float = Field(default=10.0, gt=0)
     # Production may prefer running `alai admin migrate` as a release step.
     migrate_on_start: bool = True
+    # Routes that need nothing from FastAPI's machinery answered directly (direct_routes.py);
+    # off: every request through FastAPI, for comparison.
+    direct_routes: bool = True
 
     # A static bearer token with every scope, for bootstrapping and scripts.
     admin_token: SecretStr | None = None

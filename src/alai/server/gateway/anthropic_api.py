@@ -9,7 +9,7 @@ from __future__ import annotations
 import httpx
 import orjson
 from fastapi import Depends, Request
-from fastapi.responses import JSONResponse, Response, StreamingResponse
+from fastapi.responses import JSONResponse, Response
 
 from alai.server.deps import require_scope
 from alai.server.gateway import anthropic_messages, translate
@@ -18,6 +18,7 @@ from alai.server.gateway.ollama_api import WAIT_HEADER, WAIT_MAX
 from alai.server.gateway.proxy import Gateway, ModelNotFound, Unavailable, read_limited, request_problem
 from alai.server.gateway.upstream import UpstreamResponse
 from alai.server.gateway.usage import metering
+from alai.server.streaming_response import WatchedStreamingResponse
 
 USE = Depends(require_scope("gateway:use"))
 PATH = "/v1/messages"
@@ -111,7 +112,7 @@ async def _answer(request: Request, body: dict) -> Response:
             return anthropic_error(502, f"the backend {attempt.state.name} sent an answer that is not OpenAI's shape")
     chunks = (_renamed(response.aiter_lines(), model) if native
               else anthropic_messages.stream_from_openai(response.aiter_lines(), model))
-    return StreamingResponse(_guarded(gateway, attempt, response, chunks), media_type="text/event-stream",
+    return WatchedStreamingResponse(_guarded(gateway, attempt, response, chunks), media_type="text/event-stream",
                              headers={"Cache-Control": "no-store"})
 
 

@@ -13,7 +13,7 @@ import time
 import httpx
 import orjson
 from fastapi import Depends, Request
-from fastapi.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
 
 from alai.server.deps import api_router, require_scope
 from alai.server.gateway import anthropic_messages, translate
@@ -28,6 +28,7 @@ from alai.server.gateway.proxy import (
     request_problem,
 )
 from alai.server.gateway.usage import metering
+from alai.server.streaming_response import WatchedStreamingResponse
 
 USE = Depends(require_scope("gateway:use"))
 VERSION_FALLBACK = "0.12.0"
@@ -108,7 +109,7 @@ async def _answer(request: Request, path: str, body: dict, *, streams: bool) -> 
             content = relabel(content, model)
         return Response(content, status_code=response.status_code,
                         media_type=response.headers.get("content-type", "application/json"))
-    return StreamingResponse(gateway.relay(attempt, response, model), status_code=response.status_code,
+    return WatchedStreamingResponse(gateway.relay(attempt, response, model), status_code=response.status_code,
                              media_type=response.headers.get("content-type", "application/x-ndjson"))
 
 
@@ -128,7 +129,7 @@ async def _translated(gateway: Gateway, attempt, response, path: str, model: str
             return Response(translate.response(path, content, model, started), media_type="application/json")
         except (ValueError, KeyError, IndexError, TypeError):
             return ollama_error(502, f"the backend {attempt.state.name} sent an answer that is not OpenAI's shape")
-    return StreamingResponse(gateway.relay_translated(attempt, response, path, model, started),
+    return WatchedStreamingResponse(gateway.relay_translated(attempt, response, path, model, started),
                              media_type="application/x-ndjson")
 
 

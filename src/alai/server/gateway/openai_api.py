@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import orjson
 from fastapi import Depends, Request
-from fastapi.responses import JSONResponse, Response, StreamingResponse
+from fastapi.responses import JSONResponse, Response
 
 from alai.server.deps import require_scope
 from alai.server.gateway import anthropic_messages, translate
 from alai.server.gateway.ollama_api import WAIT_HEADER, WAIT_MAX
 from alai.server.gateway.proxy import Gateway, ModelNotFound, Unavailable, read_limited, relabel, request_problem
 from alai.server.gateway.usage import metering
+from alai.server.streaming_response import WatchedStreamingResponse
 
 USE = Depends(require_scope("gateway:use"))
 
@@ -95,7 +96,7 @@ async def _answer(request: Request, path: str, body: dict) -> Response:
             content = relabel(content, model)
         return Response(content, status_code=response.status_code,
                         media_type=response.headers.get("content-type", "application/json"))
-    return StreamingResponse(gateway.relay(attempt, response, model, sse=True, usage_sink=usage_sink),
+    return WatchedStreamingResponse(gateway.relay(attempt, response, model, sse=True, usage_sink=usage_sink),
                              status_code=response.status_code,
                              media_type="text/event-stream", headers={"Cache-Control": "no-store"})
 
@@ -110,7 +111,7 @@ async def _from_anthropic(gateway: Gateway, attempt, response, model: str, *, st
             return openai_error(response.status_code, translate.error_message(response.content), "upstream_error")
         return Response(anthropic_messages.to_openai_response(response.content, model),
                         media_type="application/json")
-    return StreamingResponse(gateway.relay_openai_from_anthropic(attempt, response, model),
+    return WatchedStreamingResponse(gateway.relay_openai_from_anthropic(attempt, response, model),
                              media_type="text/event-stream", headers={"Cache-Control": "no-store"})
 
 
