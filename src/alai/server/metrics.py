@@ -46,10 +46,20 @@ class Metrics:
             ["method", "route"], buckets=LATENCY_BUCKETS, registry=self.registry,
         )
         self.registry.register(PoolCollector(pool_stats))
+        # The labelled children, kept: `labels()` costs more than the observation itself.
+        # Bounded by the route templates (never raw paths) times methods and statuses.
+        self._counters: dict[tuple[str, str, int], Any] = {}
+        self._timers: dict[tuple[str, str], Any] = {}
 
     def observe(self, *, method: str, route: str, status: int, seconds: float) -> None:
-        self.requests.labels(method, route, str(status)).inc()
-        self.latency.labels(method, route).observe(seconds)
+        counter = self._counters.get((method, route, status))
+        if counter is None:
+            counter = self._counters[(method, route, status)] = self.requests.labels(method, route, str(status))
+        timer = self._timers.get((method, route))
+        if timer is None:
+            timer = self._timers[(method, route)] = self.latency.labels(method, route)
+        counter.inc()
+        timer.observe(seconds)
 
 
 def route_template(scope: dict[str, Any]) -> str:

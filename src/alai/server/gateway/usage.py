@@ -15,7 +15,7 @@ import contextlib
 import time
 from collections import deque
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
@@ -197,7 +197,7 @@ class Meter:
         self.recorder, self.request = recorder, request
         self.principal, self.surface, self.path, self.model = principal, surface, path, model
         self.started = time.monotonic()
-        self.at = datetime.now().astimezone()
+        self.at = datetime.now(UTC)
 
     def done(self, status: int, *, backend: str | None = None, upstream_model: str | None = None,
              content: bytes | None = None, first_byte: float | None = None) -> None:
