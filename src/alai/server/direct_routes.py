@@ -52,8 +52,12 @@ class DirectRoutes:
     async def dispatch(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Answers a request whose route `route_for` found (behind RequestMiddleware)."""
         route = self.table[(scope["method"], scope["path"])]
+        # What FastAPI's router would have put in the scope (url_for and others read them).
         scope["app"] = self.app
+        scope["router"] = self.app.router
         scope["route"] = route
+        scope["endpoint"] = route.endpoint
+        scope["path_params"] = {}
         request = Request(scope, receive, send)
         try:
             await check_scopes(request, route.alai_scopes)
@@ -79,6 +83,8 @@ def qualifies(route: Any) -> bool:
     dependant = route.dependant
     if dependant.dependencies or dependant.path_params or dependant.query_params or dependant.header_params \
             or dependant.cookie_params or dependant.body_params:
+        return False
+    if not inspect.iscoroutinefunction(route.endpoint):  # FastAPI runs those in a thread
         return False
     parameters = list(inspect.signature(route.endpoint).parameters.values())
     if len(parameters) != 1 or dependant.request_param_name != parameters[0].name:

@@ -27,8 +27,11 @@ class WatchedStreamingResponse(StreamingResponse):
 
         async def watch() -> None:
             nonlocal disconnected
-            while (await receive())["type"] != "http.disconnect":
-                pass
+            try:
+                while (await receive())["type"] != "http.disconnect":
+                    pass
+            except Exception:  # the server's receive failed: nothing left to watch
+                return
             disconnected = True
             streaming.cancel()
 
@@ -40,8 +43,17 @@ class WatchedStreamingResponse(StreamingResponse):
         except asyncio.CancelledError:
             if not disconnected:
                 raise
-            streaming.uncancel()  # the client left: an end of the response, not of the task
+            # Our own cancel: the client left, an end of the response, not of the task.
+            # Another one at the same time (a shutdown, a timeout around us) still counts.
+            if streaming.uncancel() > 0:
+                raise
+            # The body's generator may have been stopped in a send, not in its own code:
+            # close it now, so that what it does at its end (usage records, giving the
+            # upstream connection back) happens now, not when it is garbage-collected.
+            closing = getattr(self.body_iterator, "aclose", None)
+            if closing is not None:
+                await closing()
         finally:
             watcher.cancel()
-        if self.background is not None and not disconnected:
+        if self.background is not None:
             await self.background()

@@ -30,13 +30,14 @@ async def _lifespan(app):
     backends = Backends(configuration, client)
     recorder = UsageRecorder(app.state.pool, configuration)
     upstream = Upstream()
-    await upstream.start()
-    await backends.start()
-    await recorder.start()
-    app.state.gateway = Gateway(configuration, backends, client, upstream)
-    app.state.gateway_usage = recorder
-    keys = _secret_keys(app, configuration)
+    keys = None
     try:
+        await upstream.start()
+        await backends.start()
+        await recorder.start()
+        app.state.gateway = Gateway(configuration, backends, client, upstream)
+        app.state.gateway_usage = recorder
+        keys = _secret_keys(app, configuration)
         yield
     finally:
         if keys is not None:

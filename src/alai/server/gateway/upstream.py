@@ -11,8 +11,12 @@ ReadTimeout, ReadError, RemoteProtocolError), so failover and the error lines in
 streams handle one family of errors whichever client made the call.
 
 A keep-alive connection the backend closed while it lay idle in the pool fails the
-next request before any of it is answered; that request is sent once more on a new
-connection instead of marking a healthy backend down.
+next request before any of it is answered; such a request — on a reused connection,
+with no answer yet — is sent once more instead of marking a healthy backend down. A
+request that fails on a new connection is not sent again: the backend may have it.
+
+Proxies from the environment and the certificate store are httpx's (`trust_env`,
+certifi), so health checks and model requests reach a backend the same way.
 """
 
 from __future__ import annotations
@@ -28,8 +32,13 @@ MAX_CONNECTIONS = 512
 # and so Ollama longer), so that the pool seldom holds one the other side is closing.
 KEEPALIVE_SECONDS = 4.0
 # Failures that mean "the connection went away before an answer": on a reused
-# connection, the request is sent again once.
+# connection, the request is sent again once. (ClientConnectorError, a failed connect,
+# is a ClientOSError too, but it never happens on a reused connection.)
 STALE_CONNECTION = (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError)
+
+
+async def _on_reuse(_session, context, _params) -> None:
+    context.trace_request_ctx["reused"] = True
 
 
 def translate_error(error: BaseException) -> httpx.HTTPError:
@@ -86,20 +95,29 @@ class UpstreamResponse:
             raise translate_error(error) from error
 
     async def aiter_lines(self) -> AsyncIterator[str]:
-        """The body's lines without their endings, as httpx gives them (\\n, \\r\\n or \\r)."""
+        """The body's lines without their endings: \\n, \\r\\n and \\r end a line, as in httpx
+        (not the other Unicode line breaks httpx also splits on: NDJSON and SSE have none)."""
         decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
-        pending = ""
+        pending: list[str] = []  # the start of a line not ended yet
+        after_cr = False  # the last chunk ended with \r: a \n first in the next one ends nothing
         async for chunk in self.aiter_bytes():
-            text = pending + decoder.decode(chunk)
-            # A \r at the end may be the first half of \r\n: keep it for the next chunk.
-            held = text.endswith("\r")
-            lines = (text[:-1] if held else text).replace("\r\n", "\n").replace("\r", "\n").split("\n")
-            pending = lines.pop() + ("\r" if held else "")
-            for line in lines:
+            text = decoder.decode(chunk)
+            if after_cr and text.startswith("\n"):
+                text = text[1:]
+            if not text:
+                continue
+            after_cr = text.endswith("\r")
+            lines = text.replace("\r\n", "\n").replace("\r", "\n").split("\n")
+            if len(lines) == 1:
+                pending.append(lines[0])
+                continue
+            yield "".join(pending) + lines[0]
+            for line in lines[1:-1]:
                 yield line
-        tail = pending + decoder.decode(b"", final=True)
-        for line in tail.replace("\r\n", "\n").replace("\r", "\n").split("\n") if tail else ():
-            yield line
+            pending = [lines[-1]] if lines[-1] else []
+        tail = "".join(pending) + decoder.decode(b"", final=True)
+        if tail:
+            yield tail
 
     async def aclose(self) -> None:
         # A body read to its end gives the connection back to the pool; one left
@@ -114,11 +132,12 @@ class Upstream:
         self._session: aiohttp.ClientSession | None = None
 
     async def start(self) -> None:
-        connector = aiohttp.TCPConnector(limit=MAX_CONNECTIONS, limit_per_host=0,
-                                         keepalive_timeout=KEEPALIVE_SECONDS, enable_cleanup_closed=False)
-        # trust_env off: a proxy from the environment must not sit between us and ANVIL.
-        self._session = aiohttp.ClientSession(connector=connector, trust_env=False, raise_for_status=False,
-                                              skip_auto_headers=("User-Agent",))
+        connector = aiohttp.TCPConnector(limit=MAX_CONNECTIONS, limit_per_host=0, keepalive_timeout=KEEPALIVE_SECONDS,
+                                         ssl=httpx.create_ssl_context())
+        reuse = aiohttp.TraceConfig()
+        reuse.on_connection_reuseconn.append(_on_reuse)
+        self._session = aiohttp.ClientSession(connector=connector, trust_env=True, raise_for_status=False,
+                                              skip_auto_headers=("User-Agent",), trace_configs=[reuse])
 
     async def stop(self) -> None:
         if self._session is not None:
@@ -130,14 +149,19 @@ class Upstream:
         """POSTs `content`; returns once the answer's status and headers are in."""
         if self._session is None:
             raise RuntimeError("Upstream.start() was not called")
-        timeout = aiohttp.ClientTimeout(total=None, connect=connect_timeout, sock_read=read_timeout)
+        # sock_connect: the TCP (and TLS) connect, as httpx's connect timeout; connect, which
+        # in aiohttp also covers waiting for a free pooled connection, gets as long as a
+        # read (httpx's pool timeout was its read timeout too): a busy pool is not a dead backend.
+        timeout = aiohttp.ClientTimeout(total=None, connect=read_timeout, sock_connect=connect_timeout,
+                                        sock_read=read_timeout)
         for attempt in (1, 2):
+            trace = {"reused": False}
             try:
                 raw = await self._session.post(url, data=content, headers=headers, timeout=timeout,
-                                               allow_redirects=False)
+                                               allow_redirects=False, trace_request_ctx=trace)
             except STALE_CONNECTION as error:
-                if attempt == 1 and not isinstance(error, aiohttp.ClientConnectorError):
-                    continue  # most likely an idle connection the backend had closed: once more
+                if attempt == 1 and trace["reused"]:
+                    continue  # an idle connection the backend had closed: once more, on another
                 raise translate_error(error) from error
             except (TimeoutError, aiohttp.ClientError) as error:
                 raise translate_error(error) from error
