@@ -156,3 +156,15 @@ async def test_content_must_be_read_before_it_is_used(upstream):
         assert response.json() == {"ok": True}
         assert response.headers["content-type"] == "application/json"
         await response.aclose()
+
+
+def test_proxies_come_from_the_environment_as_in_httpx(monkeypatch):
+    monkeypatch.setenv("HTTPS_PROXY", "http://proxy.example:3128")
+    monkeypatch.setenv("NO_PROXY", "localhost,127.0.0.1,.internal")
+    monkeypatch.delenv("HTTP_PROXY", raising=False)
+    monkeypatch.delenv("ALL_PROXY", raising=False)
+    client = Upstream()
+    assert client.proxy_for("https://api.together.xyz/v1/chat/completions") == "http://proxy.example:3128"
+    assert client.proxy_for("http://127.0.0.1:11434/api/chat") is None  # NO_PROXY
+    assert client.proxy_for("https://anvil.internal/api/chat") is None  # NO_PROXY suffix
+    assert client.proxy_for("http://forge:11434/api/chat") is None  # no HTTP_PROXY
