@@ -21,6 +21,7 @@ from tests.fakes.anthropic import FakeAnthropicProcess
 from tests.fakes.ollama import FakeOllamaProcess
 from tests.fakes.openai_compat import FakeOpenAIProcess
 from tests.support.processes import run_cli, start_serve
+from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.e2e
 TOKEN = "gateway-token"
@@ -110,14 +111,6 @@ def chat_text(api: ollama.Client, model: str, prompt: str, *, stream: bool) -> s
 
 def cli_env(gateway) -> dict[str, str]:
     return {"ALAI_SERVER": gateway.url, "ALAI_TOKEN": TOKEN, "ALAI_KEYRING": "off", "COLUMNS": "200"}
-
-
-def wait_until(condition, seconds: float = 10.0) -> None:
-    deadline = time.monotonic() + seconds
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met in time")
-        time.sleep(0.1)
 
 
 def status(gateway) -> dict:
@@ -281,7 +274,7 @@ def test_a_client_that_hangs_up_mid_stream_stops_the_model(gateway, fakes):
             lines = response.iter_lines()
             assert json.loads(next(lines))["message"]["content"].startswith("[anvil]")
             next(lines)
-    wait_until(lambda: counts()["abandoned"] == before["abandoned"] + 1, seconds=3)
+    wait_until(lambda: counts()["abandoned"] == before["abandoned"] + 1, timeout=3)
     assert counts()["finished"] == before["finished"]
 
 

@@ -11,6 +11,7 @@ import pytest
 
 from tests.fakes.ollama import FakeOllamaProcess
 from tests.support.processes import free_port, start_node
+from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -65,16 +66,6 @@ def server(serve, database_url):
 
 def api(server) -> httpx.Client:
     return httpx.Client(base_url=server.url, headers=HEADERS, timeout=10)
-
-
-def wait_until(check, timeout=30.0, what="condition", interval=0.05):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(interval)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def online(http, *names):

@@ -32,10 +32,17 @@ async def client_of(settings):
 
 
 @pytest.fixture
-async def both(settings):
+async def apps(settings):
+    """(app, client) with direct routes, and without them."""
     async with client_of(settings) as direct, client_of(settings.model_copy(update={"direct_routes": False})) as plain:
         assert direct[0].direct is not None and plain[0].direct is None
-        yield direct[1], plain[1]
+        yield direct, plain
+
+
+@pytest.fixture
+def both(apps):
+    (_, direct), (_, plain) = apps
+    return direct, plain
 
 
 def comparable(response: httpx.Response) -> tuple:
@@ -82,9 +89,8 @@ async def test_direct_requests_are_counted_under_their_route_template(both):
     assert 'alai_http_requests_total{method="POST",route="/api/chat",status="404"}' in exposition
 
 
-async def test_which_routes_are_taken_directly(both):
-    direct, _ = both
-    table = direct._transport.app.direct.table
+async def test_which_routes_are_taken_directly(apps):
+    table = apps[0][0].direct.table
     assert ("POST", "/api/chat") in table and ("POST", "/v1/chat/completions") in table
     assert ("GET", "/api/chat") not in table
     paths = {path for _, path in table}

@@ -5,6 +5,8 @@ import asyncio
 
 import pytest
 
+from tests.support.waiting import wait_for
+
 CODER = """---
 name: coder
 description: Writes code
@@ -61,16 +63,6 @@ async def events_of(client, run_id):
             "succeeded", "failed", "cancelled", "timed_out")
         return items if final else None
     return await wait_for(complete)
-
-
-async def wait_for(predicate, timeout=10.0):
-    deadline = asyncio.get_running_loop().time() + timeout
-    while True:
-        value = await predicate()
-        if value:
-            return value
-        assert asyncio.get_running_loop().time() < deadline, "timed out"
-        await asyncio.sleep(0.05)
 
 
 async def test_agents_are_versioned_and_parsed(client):

@@ -3,7 +3,6 @@ mirrored by the server with dulwich; status, refs, trees, files (ETag/304), arch
 private folders, refresh, webhook, an upstream that goes away, agents for the runner,
 and the smart-HTTP endpoint driven by hand (gzip bodies, refusals)."""
 
-import asyncio
 import contextlib
 import gzip
 import hashlib
@@ -22,6 +21,7 @@ from pydantic import SecretStr
 
 from alai.server.app import create_app
 from alai.server.skills.privacy import BadGlob, PrivatePaths
+from tests.support.waiting import wait_for
 
 WEBHOOK_SECRET = "hook-secret-0123"
 REVIEWER = """---
@@ -124,16 +124,6 @@ async def token_with(client, *scopes: str) -> dict:
                                                             "scopes": list(scopes)})
     assert created.status_code in (200, 201), created.text
     return {"Authorization": f"Bearer {created.json()['token']}"}
-
-
-async def wait_for(predicate, timeout=15.0):
-    deadline = asyncio.get_running_loop().time() + timeout
-    while True:
-        value = await predicate()
-        if value:
-            return value
-        assert asyncio.get_running_loop().time() < deadline, "timed out"
-        await asyncio.sleep(0.05)
 
 
 async def test_status_and_refs_describe_the_mirror(client, upstream):

@@ -30,7 +30,7 @@ class ControlPlane(FastAPI):
     direct_stack: RequestMiddleware | None = None
 
     async def __call__(self, scope, receive, send) -> None:
-        if self.direct_stack is not None and self.direct.route_for(scope) is not None:
+        if self.direct_stack is not None and self.direct.take(scope):
             await self.direct_stack(scope, receive, send)
             return
         await super().__call__(scope, receive, send)

@@ -44,18 +44,20 @@ class DirectRoutes:
                 if chosen_by_router(app, method, route.path) is route:
                     self.table.setdefault((method, route.path), route)
 
-    def route_for(self, scope: Scope) -> ScopedRoute | None:
-        if scope["type"] != "http":
-            return None
-        return self.table.get((scope["method"], scope["path"]))
+    def take(self, scope: Scope) -> bool:
+        """Whether this request is answered here; if so its route is put in the scope."""
+        route = self.table.get((scope["method"], scope["path"])) if scope["type"] == "http" else None
+        if route is None:
+            return False
+        scope["route"] = route
+        return True
 
     async def dispatch(self, scope: Scope, receive: Receive, send: Send) -> None:
-        """Answers a request whose route `route_for` found (behind RequestMiddleware)."""
-        route = self.table[(scope["method"], scope["path"])]
-        # What FastAPI's router would have put in the scope (url_for and others read them).
+        """Answers a request `take` accepted (behind RequestMiddleware)."""
+        route: ScopedRoute = scope["route"]
+        # What else FastAPI's router would have put in the scope (url_for and others read them).
         scope["app"] = self.app
         scope["router"] = self.app.router
-        scope["route"] = route
         scope["endpoint"] = route.endpoint
         scope["path_params"] = {}
         request = Request(scope, receive, send)
@@ -86,10 +88,11 @@ def qualifies(route: Any) -> bool:
         return False
     if not inspect.iscoroutinefunction(route.endpoint):  # FastAPI runs those in a thread
         return False
-    parameters = list(inspect.signature(route.endpoint).parameters.values())
-    if len(parameters) != 1 or dependant.request_param_name != parameters[0].name:
+    signature = inspect.signature(route.endpoint, eval_str=True)
+    parameters = list(signature.parameters)
+    if parameters != [dependant.request_param_name]:
         return False
-    returns = inspect.signature(route.endpoint, eval_str=True).return_annotation
+    returns = signature.return_annotation
     return inspect.isclass(returns) and issubclass(returns, Response)
 
 
