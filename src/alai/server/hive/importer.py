@@ -34,6 +34,7 @@ from typing import Any
 import psycopg
 from psycopg.rows import tuple_row
 
+from alai.server import gc_pause
 from alai.server.hive import import_source, import_transform, service
 from alai.server.hive.import_transform import MESSAGE_COLUMNS, Plan
 from alai.server.mc import import_source as mc_source
@@ -46,6 +47,7 @@ Progress = Callable[[str, int, int], None]
 IMPORT_ROW_COLUMNS = ("source_sha256", "source_table", "source_key", "row_hash", "data", "target_id", "problems")
 
 
+@gc_pause.pausing
 async def import_legacy(
     conn: psycopg.AsyncConnection,
     *,

@@ -21,11 +21,10 @@ from alai.wire.mc import COMMENT_MAX
 
 @dataclass
 class SourceRow:
-    """One source row as mc_import_rows keeps it."""
+    """One source row as mc_import_rows keeps it (its data is encoded as it is written)."""
 
     table: str
     key: str
-    data: str
     problems: list[str] = field(default_factory=list)
     target_id: str | None = None
 

@@ -1,7 +1,7 @@
 """Turning legacy rows into mc_tasks, mc_comments and mc_history rows.
 
-`transform_tasks` and `transform_rest` need no database: they convert every row and
-record its problems. `Plan.resolve_tasks` and `Plan.resolve_children` then take what
+`transform_tasks` and `transform_children` need no database: they convert every row
+and record its problems. `Plan.resolve_tasks` and `Plan.resolve_children` then take what
 the database already holds (tasks with the same ids, comments and history imported
 before) and decide, row by row, what is written. Every source row ends up in
 `Plan.source_rows` whatever happens to it.
@@ -10,6 +10,7 @@ before) and decide, row by row, what is written. Every source row ends up in
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -29,9 +30,15 @@ NO_STATUS = "(none)"
 
 @dataclass
 class TaskCandidate:
-    values: dict[str, Any]
+    """A legacy task: its id and parent are known first (`transform_tasks`), its
+    fields once mapped (`map_tasks`), so tasks can be written as they are mapped."""
+
+    task_id: str
     parent_ref: str | None
+    row: tuple
     source: SourceRow
+    parent_id: str | None = None
+    values: dict[str, Any] | None = None
     write: bool = False
 
 
@@ -48,10 +55,11 @@ class Plan:
     column_map: dict[str, str] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
     rows_of_table: dict[str, list[SourceRow]] = field(default_factory=dict)
+    task_context: _TaskContext | None = None
 
     @property
     def task_ids(self) -> set[str]:
-        return {task.values["id"] for task in self.tasks}
+        return {task.task_id for task in self.tasks}
 
     def parent_refs(self) -> set[str]:
         return {task.parent_ref for task in self.tasks if task.parent_ref}
@@ -68,15 +76,15 @@ class Plan:
                               f"{', '.join(kept[:10])}{' …' if len(kept) > 10 else ''}")
         known = ids | existing_ids
         for task in self.tasks:
-            task.write = task.values["id"] not in existing_ids
+            task.write = task.task_id not in existing_ids
             ref = task.parent_ref
             if task.write and ref is not None:
-                if ref == task.values["id"]:
+                if ref == task.task_id:
                     task.source.problems.append("the task is its own parent; parent cleared")
                 elif ref not in known:
                     task.source.problems.append(f"parent {ref!r} not found; parent cleared")
                 else:
-                    task.values["parent_id"] = ref
+                    task.parent_id = ref
         self._break_parent_cycles()
 
     def resolve_children(self, known_ids: set[str], existing_comments: Counter, existing_history: Counter) -> None:
@@ -100,7 +108,7 @@ class Plan:
                 self.notes.append(f"{duplicates} {what}(s) were already present and not imported again")
 
     def _break_parent_cycles(self) -> None:
-        by_id = {task.values["id"]: task for task in self.tasks if task.write}
+        by_id = {task.task_id: task for task in self.tasks if task.write}
         state: dict[str, int] = {}  # 1: on the current walk, 2: known to reach a root
         for start in by_id:
             walk: list[str] = []
@@ -108,9 +116,9 @@ class Plan:
             while current in by_id and current not in state:
                 state[current] = 1
                 walk.append(current)
-                parent = by_id[current].values["parent_id"]
+                parent = by_id[current].parent_id
                 if parent in by_id and state.get(parent) == 1:
-                    by_id[current].values["parent_id"] = None
+                    by_id[current].parent_id = None
                     by_id[current].source.problems.append(f"parent {parent!r} makes a cycle; parent cleared")
                     break
                 current = parent
@@ -120,13 +128,14 @@ class Plan:
 
 def transform_tasks(tables: list[SourceTable], detected: Detected, *, statuses: list[str],
                     closed_statuses: list[str]) -> Plan:
-    """Converts the tasks, and describes every table (blocking: run it in a thread).
+    """Describes every table and reads each task's id and parent (blocking: run it in a thread).
 
-    The rest (`transform_rest`) can then run while the tasks are being written."""
+    The tasks' fields are mapped by `map_tasks`, as they are written; the children
+    (`transform_children`) can be mapped meanwhile."""
     plan = Plan(detected=detected, tables=tables)
     roles = {name: role for role, name in detected.tables.items() if name}
     for table in tables:
-        rows = [SourceRow(table.name, key, "") for key in table.keys]
+        rows = [SourceRow(table.name, key) for key in table.keys]
         plan.rows_of_table[table.name] = rows
         plan.source_rows.extend(rows)
         role = roles.get(table.name)
@@ -150,13 +159,9 @@ def transform_tasks(tables: list[SourceTable], detected: Detected, *, statuses: 
     return plan
 
 
-def transform_rest(plan: Plan) -> None:
-    """Converts comments and history, and encodes every source row as JSON (blocking)."""
+def transform_children(plan: Plan) -> None:
+    """Converts comments and history (blocking)."""
     detected, tables = plan.detected, plan.tables
-    for table in tables:
-        careful = table.has_bad_text
-        for out, row in zip(plan.rows_of_table[table.name], table.rows, strict=True):
-            out.data = values.verbatim_json(table.columns, row, careful=careful)
     if detected.tables["comments"]:
         source = _table(tables, detected.tables["comments"])
         plan.comments = import_children.comments(source, plan.rows_of_table[source.name],
@@ -168,6 +173,12 @@ def transform_rest(plan: Plan) -> None:
         plan.history = import_children.history(source, plan.rows_of_table[source.name], detected.columns["history"],
                                                detected.id_prefix, field_names=field_names,
                                                status_map=plan.status_map)
+
+
+def child_tables(plan: Plan) -> list[str]:
+    """The tables whose rows become comments and history entries: their verbatim rows
+    are complete only once `Plan.resolve_children` has run."""
+    return [name for role, name in plan.detected.tables.items() if name and role != "tasks"]
 
 
 def _table(tables: list[SourceTable], name: str) -> SourceTable:
@@ -211,26 +222,50 @@ def _status_table(plan: Plan, source: SourceTable, column: str | None, statuses:
 
 @dataclass
 class _TaskContext:
-    plan: Plan
+    # No reference back to the plan, which holds this: a cycle would leave the whole
+    # plan to the garbage collector instead of freeing it when the import ends.
     columns: dict[str, str]  # target field -> source column
     position: dict[str, int]  # target field -> index in the row
     extra: list[tuple[str, int]]  # columns without a field: they go to metadata
     unknown_statuses: Counter
     closed_statuses: list[str]
-    seen_ids: Counter
     now: datetime
 
 
 def _tasks(plan: Plan, source: SourceTable, statuses: list[str], closed_statuses: list[str]) -> None:
     columns = plan.detected.columns["tasks"]
     context = _TaskContext(
-        plan=plan, columns=columns, position={target: source.columns.index(column) for target, column in columns.items()},
+        columns=columns, position={target: source.columns.index(column) for target, column in columns.items()},
         extra=[(name, index) for index, name in enumerate(source.columns) if name not in columns.values()],
         unknown_statuses=_status_table(plan, source, columns.get("status"), statuses),
-        closed_statuses=closed_statuses, seen_ids=Counter(), now=datetime.now(UTC),
+        closed_statuses=closed_statuses, now=datetime.now(UTC),
     )
+    plan.task_context = context
+    prefix = plan.detected.id_prefix
+    id_at, parent_at = context.position.get("id"), context.position.get("parent_id")
+    seen_ids: Counter = Counter()
     for row, out in zip(source.rows, plan.rows_of_table[source.name], strict=True):
-        plan.tasks.append(_task(context, row, out))
+        task_id = None if id_at is None else values.task_key(row[id_at], prefix)
+        if task_id is None:
+            task_id = f"legacy-{out.key}"
+            out.problems.append(f"no id; imported as {task_id!r}")
+        seen_ids[task_id] += 1
+        if seen_ids[task_id] > 1:
+            task_id, original = f"{task_id}-dup{seen_ids[task_id]}", task_id
+            out.problems.append(f"id {original!r} appears more than once; imported as {task_id!r}")
+        out.target_id = task_id
+        parent_ref = None if parent_at is None else values.task_key(row[parent_at], prefix)
+        plan.tasks.append(TaskCandidate(task_id, parent_ref, row, out))
+
+
+def map_tasks(plan: Plan) -> Iterator[TaskCandidate]:
+    """Maps each task's fields, once its parent is resolved (`Plan.resolve_tasks`), and
+    yields it; tasks mapped before are yielded as they are."""
+    context = plan.task_context
+    for task in plan.tasks:
+        if task.values is None and context is not None:
+            task.values = _task(plan, context, task)
+        yield task
 
 
 class _TaskRow:
@@ -261,19 +296,10 @@ class _TaskRow:
         return parsed
 
 
-def _task(context: _TaskContext, row: tuple, out: SourceRow) -> TaskCandidate:
-    plan, columns = context.plan, context.columns
+def _task(plan: Plan, context: _TaskContext, candidate: TaskCandidate) -> dict[str, Any]:
+    columns, row, out = context.columns, candidate.row, candidate.source
     reader = _TaskRow(context, row, out)
-    problems, prefix = out.problems, plan.detected.id_prefix
-    task_id = values.task_key(reader.get("id"), prefix)
-    if task_id is None:
-        task_id = f"legacy-{out.key}"
-        problems.append(f"no id; imported as {task_id!r}")
-    context.seen_ids[task_id] += 1
-    if context.seen_ids[task_id] > 1:
-        task_id, original = f"{task_id}-dup{context.seen_ids[task_id]}", task_id
-        problems.append(f"id {original!r} appears more than once; imported as {task_id!r}")
-    out.target_id = task_id
+    problems, task_id = out.problems, candidate.task_id
     metadata = reader.metadata
     metadata.update(_metadata(reader.get("metadata"), columns.get("metadata"), problems))
     for name, index in context.extra:
@@ -310,12 +336,12 @@ def _task(context: _TaskContext, row: tuple, out: SourceRow) -> TaskCandidate:
     task = {
         "id": task_id, "title": title, "description": reader.text("description", DESCRIPTION_MAX),
         "status": status, "priority": priority, "assignee": reader.text("assignee") or None,
-        "project": reader.text("project") or None, "labels": labels, "parent_id": None, "due_date": due,
+        "project": reader.text("project") or None, "labels": labels, "parent_id": candidate.parent_id, "due_date": due,
         "metadata": None, "created_at": created, "updated_at": updated or created, "closed_at": closed,
         "archived_at": reader.moment("archived_at"), "created_by": reader.text("created_by") or values.FALLBACK_ACTOR,
     }
     task["metadata"] = values.to_json(metadata)
-    return TaskCandidate(task, values.task_key(reader.get("parent_id"), prefix), out)
+    return task
 
 
 def _metadata(raw: Any, column: str | None, problems: list[str]) -> dict[str, Any]:

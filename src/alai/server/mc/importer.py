@@ -32,7 +32,7 @@ import hashlib
 import re
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -40,7 +40,9 @@ import psycopg
 from psycopg import errors
 from psycopg.rows import tuple_row
 
+from alai.server import gc_pause
 from alai.server.mc import import_source, import_transform
+from alai.server.mc import import_values as values
 from alai.server.mc.import_children import canonical_json
 from alai.server.mc.import_transform import COMMENT_COLUMNS, HISTORY_COLUMNS, TASK_COLUMNS, Plan
 from alai.server.problems import ProblemError
@@ -49,6 +51,7 @@ from alai.wire.mc import ImportReport, ImportTableReport
 Progress = Callable[[str, int, int], None]
 MAX_ROW_WARNINGS = 200
 PROGRESS_EVERY = 2000
+COPY_BLOCK = 64 * 1024  # characters of COPY text per write
 SEQUENCE_ID = re.compile(r"^MC-(\d{1,18})$")
 PARENT_FOREIGN_KEY = "mc_tasks_parent_id_fkey"
 # Errors that mean "this data cannot be written", as opposed to a broken connection.
@@ -63,6 +66,7 @@ def file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
+@gc_pause.pausing
 async def import_legacy(
     conn: psycopg.AsyncConnection,
     *,
@@ -103,7 +107,7 @@ async def import_legacy(
     if previous is not None:
         # Report as the first run did (its own rows do not count as "already there"), write nothing.
         plan.resolve_tasks(existing - file_ids)
-        await asyncio.to_thread(import_transform.transform_rest, plan)
+        await asyncio.to_thread(_map_everything, plan)
         outside = await _existing_task_ids(cur, plan.child_refs() - file_ids)
         plan.resolve_children(file_ids | outside, Counter(), Counter())
         for item in (*plan.tasks, *plan.comments, *plan.history):
@@ -173,28 +177,37 @@ async def _existing_children(cur: psycopg.AsyncCursor, task_ids: set[str]) -> tu
 
 async def _write(cur: psycopg.AsyncCursor, plan: Plan, sha256: str, progress: Progress | None,
                  stage: list[str], *, file_ids: set[str], existing: set[str]) -> None:
-    """Writes the plan with COPY; `stage[0]` names what is being written."""
-    tasks = [task for task in plan.tasks if task.write]
-    # The server is busy with the tasks (indexes) for a while: the
-    # comments, history and verbatim rows are converted meanwhile, in a thread.
+    """Writes the plan with COPY; `stage[0]` names what is being written.
+
+    Ordered so that the server always has something to store while this process maps
+    the next part (bench/mc_import.py): the tasks, then the verbatim rows that are
+    complete already (tasks' and other tables'), all the while comments and history are
+    mapped in a thread, then comments and history, then their verbatim rows."""
     labels = TASK_COLUMNS.index("labels")
 
-    def task_row(task) -> list:
-        row = [task.values[column] for column in TASK_COLUMNS]
-        row[labels] = text_array(row[labels])
-        return row
+    def task_rows() -> Iterator[list]:
+        # Mapped as they are sent: the server stores each block while the next is mapped.
+        for task in import_transform.map_tasks(plan):
+            if task.write:
+                row = [task.values[column] for column in TASK_COLUMNS]
+                row[labels] = text_array(row[labels])
+                yield row
 
-    copying = asyncio.create_task(copy_rows(cur, "mc_tasks", TASK_COLUMNS, map(task_row, tasks), len(tasks), progress))
-    outcomes = await asyncio.gather(copying, asyncio.to_thread(import_transform.transform_rest, plan),
-                                    return_exceptions=True)
-    for outcome in outcomes:
-        if isinstance(outcome, BaseException):
-            raise outcome
+    await copy_rows(cur, "mc_tasks", TASK_COLUMNS, task_rows(), sum(task.write for task in plan.tasks), progress)
+    verbatim = _VerbatimRows(cur, plan, sha256, progress)
+    children = import_transform.child_tables(plan)
+    mapping = asyncio.ensure_future(asyncio.to_thread(import_transform.transform_children, plan))
+    try:
+        stage[0] = "the verbatim source rows"
+        await verbatim.write([table.name for table in plan.tables if table.name not in children])
+    finally:
+        await asyncio.wait([mapping])  # never leave the thread running behind a failure
+    mapping.result()
     await _resolve_children(cur, plan, file_ids, existing)
-    for table, children, columns in (("mc_comments", plan.comments, COMMENT_COLUMNS),
-                                     ("mc_history", plan.history, HISTORY_COLUMNS)):
+    for table, items, columns in (("mc_comments", plan.comments, COMMENT_COLUMNS),
+                                  ("mc_history", plan.history, HISTORY_COLUMNS)):
         stage[0] = f"the {table.removeprefix('mc_')}"
-        written = [child for child in children if child.write]
+        written = [child for child in items if child.write]
         ids = await _reserve_ids(cur, table, len(written))
         for child, new_id in zip(written, ids, strict=True):
             child.source.target_id = str(new_id)
@@ -202,17 +215,66 @@ async def _write(cur: psycopg.AsyncCursor, plan: Plan, sha256: str, progress: Pr
         await copy_rows(cur, table, columns, ((new_id, child.task_id, *child.values) for child, new_id in
                                           zip(written, ids, strict=True)), len(written), progress)
     stage[0] = "the verbatim source rows"
-    # The largest COPY, written as text lines made here: psycopg's per-row adaptation
-    # costs more than the rows' content (bench/mc_import.py).
-    await _copy_lines(cur, "mc_import_rows",
-                      ("source_sha256", "source_table", "source_key", "data", "target_id", "problems"),
-                      ("\t".join((sha256, copy_text(row.table), copy_text(row.key), copy_text(row.data),
-                                  copy_text(row.target_id), copy_text(text_array(row.problems)))) + "\n"
-                       for row in plan.source_rows), len(plan.source_rows), progress)
+    await verbatim.write(children)
     stage[0] = "the parent links"
     # The parent foreign key is deferred to commit; checking it here puts a failure in this report.
     await cur.execute(f"SET CONSTRAINTS {PARENT_FOREIGN_KEY} IMMEDIATE")
     await cur.execute(f"SET CONSTRAINTS {PARENT_FOREIGN_KEY} DEFERRED")
+
+
+class _VerbatimRows:
+    """Every source row into mc_import_rows, a few tables at a time, as one progress stage."""
+
+    COLUMNS = ("source_sha256", "source_table", "source_key", "data", "target_id", "problems")
+
+    def __init__(self, cur: psycopg.AsyncCursor, plan: Plan, sha256: str, progress: Progress | None) -> None:
+        self.cur, self.plan, self.sha256, self.progress = cur, plan, sha256, progress
+        self.total, self.done = len(plan.source_rows), 0
+        self.stage = "write mc_import_rows"
+
+    async def write(self, names: list[str]) -> None:
+        """The rows of the named tables: their data encoded here, as COPY text lines; psycopg's
+        per-row adaptation costs more than the rows' content (bench/mc_import.py)."""
+        if self.progress and self.done == 0:
+            self.progress(self.stage, 0, self.total)
+        block: list[str] = []
+        size = 0
+        async with self.cur.copy(f"COPY mc_import_rows ({', '.join(self.COLUMNS)}) FROM STDIN") as copy:
+            for line in self._lines(names):
+                block.append(line)
+                size += len(line)
+                # Small blocks: a write returns once the socket has taken it, and a block
+                # the socket cannot hold would leave the server idle while the next is made.
+                if size >= COPY_BLOCK:
+                    await copy.write("".join(block))
+                    self._advance(len(block))
+                    block.clear()
+                    size = 0
+            if block:
+                await copy.write("".join(block))
+                self._advance(len(block))
+
+    def _lines(self, names: list[str]) -> Iterator[str]:
+        prefix = self.sha256 + "\t"
+        for table in self.plan.tables:
+            if table.name not in names:
+                continue
+            careful, columns, name = table.has_bad_text, table.columns, copy_text(table.name)
+            for out, row in zip(self.plan.rows_of_table[table.name], table.rows, strict=True):
+                data = values.verbatim_json(columns, row, careful=careful)
+                yield "\t".join((prefix + name, copy_text(out.key), copy_text(data), copy_text(out.target_id),
+                                 copy_text(text_array(out.problems)))) + "\n"
+
+    def _advance(self, rows: int) -> None:
+        before, self.done = self.done, self.done + rows
+        if self.progress and (self.done // PROGRESS_EVERY > before // PROGRESS_EVERY or self.done == self.total):
+            self.progress(self.stage, self.done, self.total)
+
+
+def _map_everything(plan: Plan) -> None:
+    for _ in import_transform.map_tasks(plan):
+        pass
+    import_transform.transform_children(plan)
 
 
 def copy_text(value: str | None) -> str:
@@ -264,29 +326,6 @@ async def copy_rows(cur: psycopg.AsyncCursor, table: str, columns: tuple[str, ..
             done += 1
             if progress and done % PROGRESS_EVERY == 0:
                 progress(stage, done, total)
-    if progress:
-        progress(stage, total, total)
-
-
-async def _copy_lines(cur: psycopg.AsyncCursor, table: str, columns: tuple[str, ...], lines, total: int,
-                      progress: Progress | None) -> None:
-    """COPY of lines already in COPY's text format, sent in blocks."""
-    stage = f"write {table}"
-    if progress:
-        progress(stage, 0, total)
-    block: list[str] = []
-    done = 0
-    async with cur.copy(f"COPY {table} ({', '.join(columns)}) FROM STDIN") as copy:
-        for line in lines:
-            block.append(line)
-            if len(block) == PROGRESS_EVERY:
-                await copy.write("".join(block))
-                done += len(block)
-                block.clear()
-                if progress:
-                    progress(stage, done, total)
-        if block:
-            await copy.write("".join(block))
     if progress:
         progress(stage, total, total)
 
