@@ -85,8 +85,9 @@ async def import_legacy(
         raise RuntimeError("import_legacy must run inside the caller's transaction (async with conn.transaction())")
     if not statuses:
         raise ProblemError(422, "the workflow has no statuses (ALAI_MC_STATUSES)")
-    sha256 = await asyncio.to_thread(file_sha256, path)
-    tables = await asyncio.to_thread(import_source.read_tables, path, progress)
+    # hashlib lets go of the GIL: the file is hashed while it is read.
+    sha256, tables = await asyncio.gather(asyncio.to_thread(file_sha256, path),
+                                          asyncio.to_thread(import_source.read_tables, path, progress))
     detected = import_source.detect(tables, mapping, statuses)
     import_source.check_mapped_columns(detected, tables)
     plan = await asyncio.to_thread(import_transform.transform_tasks, tables, detected, statuses=statuses,
