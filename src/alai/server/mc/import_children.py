@@ -7,7 +7,7 @@ exist is decided later (`Plan.resolve`), so these are candidates until then.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -36,8 +36,16 @@ class ChildCandidate:
     task_id: str | None
     values: tuple
     source: SourceRow
-    identity: tuple  # what makes two rows the same comment or the same change
     write: bool = False
+
+    @property
+    def identity(self) -> tuple:
+        """What makes two rows the same comment or the same change (as `_existing_children`
+        reads them back); asked for only when the database holds some already."""
+        if len(self.values) == 3:  # a comment: author, body, created_at
+            return (self.task_id, *self.values)
+        field_name, old, new, changed_by, changed_at, _ = self.values
+        return (self.task_id, field_name, _canonical_text(old), _canonical_text(new), changed_by, changed_at)
 
 
 def canonical_json(value: Any) -> str | None:
@@ -48,6 +56,10 @@ def canonical_json(value: Any) -> str | None:
         return orjson.dumps(value, option=orjson.OPT_SORT_KEYS, default=str).decode()
     except TypeError:  # integers beyond 64 bits
         return json.dumps(value, sort_keys=True, ensure_ascii=False, default=str, separators=(",", ":"))
+
+
+def _canonical_text(text: str | None) -> str | None:
+    return None if text is None else canonical_json(values.parse_json(text)[0])
 
 
 def _reader(columns: dict[str, str], names: list[str]) -> Callable[[tuple, str], Any]:
@@ -68,9 +80,8 @@ def _when(raw: Any, problems: list[str], what: str) -> datetime:
 
 
 def comments(source: SourceTable, outs: list[SourceRow], columns: dict[str, str],
-             prefix: str) -> list[ChildCandidate]:
+             prefix: str) -> Iterator[ChildCandidate]:
     get = _reader(columns, source.columns)
-    found = []
     for row, out in zip(source.rows, outs, strict=True):
         problems = out.problems
         body, problem = values.clean_text(get(row, "body"))
@@ -85,14 +96,12 @@ def comments(source: SourceTable, outs: list[SourceRow], columns: dict[str, str]
         author = _name(get(row, "author"))
         created = _when(get(row, "created_at"), problems, "created_at")
         task_id = values.task_key(get(row, "task_id"), prefix)
-        found.append(ChildCandidate(task_id, (author, body, created), out, identity=(task_id, author, body, created)))
-    return found
+        yield ChildCandidate(task_id, (author, body, created), out)
 
 
 def history(source: SourceTable, outs: list[SourceRow], columns: dict[str, str], prefix: str, *,
-            field_names: dict[str, str], status_map: dict[str, str]) -> list[ChildCandidate]:
+            field_names: dict[str, str], status_map: dict[str, str]) -> Iterator[ChildCandidate]:
     get = _reader(columns, source.columns)
-    found = []
     for row, out in zip(source.rows, outs, strict=True):
         problems = out.problems
         source_field = (values.clean_text(get(row, "field"))[0] or "").strip()
@@ -105,10 +114,7 @@ def history(source: SourceTable, outs: list[SourceRow], columns: dict[str, str],
         changed_at = _when(get(row, "changed_at"), problems, "changed_at")
         old_json, new_json = (None if v is None else values.to_json(v) for v in (old, new))
         task_id = values.task_key(get(row, "task_id"), prefix)
-        identity = (task_id, target_field, canonical_json(old), canonical_json(new), changed_by, changed_at)
-        found.append(ChildCandidate(task_id, (target_field, old_json, new_json, changed_by, changed_at, "import"), out,
-                                    identity=identity))
-    return found
+        yield ChildCandidate(task_id, (target_field, old_json, new_json, changed_by, changed_at, "import"), out)
 
 
 def _history_value(target_field: str, raw: Any, status_map: dict[str, str]) -> Any:

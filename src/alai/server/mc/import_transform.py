@@ -99,7 +99,7 @@ class Plan:
                     child.source.problems.append("no task id; kept only in mc_import_rows")
                 elif child.task_id not in known_ids:
                     child.source.problems.append(f"task {child.task_id!r} not found; kept only in mc_import_rows")
-                elif already[child.identity] > 0:  # imported before, from another file
+                elif already and already[child.identity] > 0:  # imported before, from another file
                     already[child.identity] -= 1
                     duplicates += 1
                 else:
@@ -160,19 +160,35 @@ def transform_tasks(tables: list[SourceTable], detected: Detected, *, statuses: 
 
 
 def transform_children(plan: Plan) -> None:
-    """Converts comments and history (blocking)."""
+    """Converts comments and history."""
+    for _ in map_children(plan):
+        pass
+
+
+def map_children(plan: Plan, step: int = 128) -> Iterator[None]:
+    """Converts comments and history into `plan.comments` and `plan.history`, pausing
+    (yielding) after every `step` rows, so that a writer can keep the server fed between
+    steps in the same thread (each step is a fraction of a millisecond)."""
     detected, tables = plan.detected, plan.tables
+    found: list[tuple[Iterator[ChildCandidate], list[ChildCandidate]]] = []
     if detected.tables["comments"]:
         source = _table(tables, detected.tables["comments"])
-        plan.comments = import_children.comments(source, plan.rows_of_table[source.name],
-                                                 detected.columns["comments"], detected.id_prefix)
+        plan.comments = []
+        found.append((import_children.comments(source, plan.rows_of_table[source.name], detected.columns["comments"],
+                                               detected.id_prefix), plan.comments))
     if detected.tables["history"]:
         source = _table(tables, detected.tables["history"])
         # The old tool named fields after its columns: history speaks of them by their new names.
         field_names = {column: target for target, column in detected.columns.get("tasks", {}).items()}
-        plan.history = import_children.history(source, plan.rows_of_table[source.name], detected.columns["history"],
-                                               detected.id_prefix, field_names=field_names,
-                                               status_map=plan.status_map)
+        plan.history = []
+        found.append((import_children.history(source, plan.rows_of_table[source.name], detected.columns["history"],
+                                              detected.id_prefix, field_names=field_names,
+                                              status_map=plan.status_map), plan.history))
+    for candidates, into in found:
+        for count, child in enumerate(candidates, 1):
+            into.append(child)
+            if count % step == 0:
+                yield
 
 
 def child_tables(plan: Plan) -> list[str]:

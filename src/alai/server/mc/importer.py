@@ -43,7 +43,8 @@ from psycopg.rows import tuple_row
 from alai.server import gc_pause
 from alai.server.mc import import_source, import_transform
 from alai.server.mc import import_values as values
-from alai.server.mc.import_children import canonical_json
+from alai.server.mc.import_children import SourceRow, canonical_json
+from alai.server.mc.import_source import SourceTable
 from alai.server.mc.import_transform import COMMENT_COLUMNS, HISTORY_COLUMNS, TASK_COLUMNS, Plan
 from alai.server.problems import ProblemError
 from alai.wire.mc import ImportReport, ImportTableReport
@@ -185,25 +186,30 @@ async def _write(cur: psycopg.AsyncCursor, plan: Plan, sha256: str, progress: Pr
     complete already (tasks' and other tables'), all the while comments and history are
     mapped in a thread, then comments and history, then their verbatim rows."""
     labels = TASK_COLUMNS.index("labels")
+    verbatim = _VerbatimRows(cur, plan, sha256, progress)
 
     def task_rows() -> Iterator[list]:
-        # Mapped as they are sent: the server stores each block while the next is mapped.
+        # Mapped as they are sent: the server stores each block while the next is mapped,
+        # and has work enough that the tasks' verbatim rows are encoded here too.
+        source = next(table for table in plan.tables if table.name == plan.detected.tables["tasks"])
+        lines = verbatim.prepared[source.name] = []
         for task in import_transform.map_tasks(plan):
+            lines.append(verbatim.line(source, task.source, task.row))
             if task.write:
                 row = [task.values[column] for column in TASK_COLUMNS]
                 row[labels] = text_array(row[labels])
                 yield row
 
     await copy_rows(cur, "mc_tasks", TASK_COLUMNS, task_rows(), sum(task.write for task in plan.tasks), progress)
-    verbatim = _VerbatimRows(cur, plan, sha256, progress)
     children = import_transform.child_tables(plan)
-    mapping = asyncio.ensure_future(asyncio.to_thread(import_transform.transform_children, plan))
-    try:
-        stage[0] = "the verbatim source rows"
-        await verbatim.write([table.name for table in plan.tables if table.name not in children])
-    finally:
-        await asyncio.wait([mapping])  # never leave the thread running behind a failure
-    mapping.result()
+    # Comments and history are mapped a step at a time between the writes of these
+    # lines: a thread would hold the GIL for 5 ms at a time while the server, whose
+    # socket buffer holds ~2 ms of work, waits for more (bench/mc_import.py).
+    mapping = import_transform.map_children(plan)
+    stage[0] = "the verbatim source rows"
+    await verbatim.write([table.name for table in plan.tables if table.name not in children], between=mapping)
+    for _ in mapping:
+        pass
     await _resolve_children(cur, plan, file_ids, existing)
     for table, items, columns in (("mc_comments", plan.comments, COMMENT_COLUMNS),
                                   ("mc_history", plan.history, HISTORY_COLUMNS)):
@@ -232,10 +238,12 @@ class _VerbatimRows:
         self.cur, self.plan, self.sha256, self.progress = cur, plan, sha256, progress
         self.total, self.done = len(plan.source_rows), 0
         self.stage = "write mc_import_rows"
+        self.prepared: dict[str, list[str]] = {}  # table -> its lines, encoded ahead
 
-    async def write(self, names: list[str]) -> None:
+    async def write(self, names: list[str], *, between: Iterator[None] | None = None) -> None:
         """The rows of the named tables: their data encoded here, as COPY text lines; psycopg's
-        per-row adaptation costs more than the rows' content (bench/mc_import.py)."""
+        per-row adaptation costs more than the rows' content (bench/mc_import.py). A step of
+        `between` is taken after each write, while the server stores what was sent."""
         if self.progress and self.done == 0:
             self.progress(self.stage, 0, self.total)
         block: list[str] = []
@@ -251,20 +259,25 @@ class _VerbatimRows:
                     self._advance(len(block))
                     block.clear()
                     size = 0
+                    if between is not None:
+                        next(between, None)
             if block:
                 await copy.write("".join(block))
                 self._advance(len(block))
 
+    def line(self, table: SourceTable, out: SourceRow, row: tuple) -> str:
+        """The COPY text line of one source row, once its problems and target are known."""
+        data = values.verbatim_json(table.columns, row, careful=table.has_bad_text)
+        return "\t".join((self.sha256, copy_text(table.name), copy_text(out.key), copy_text(data),
+                          copy_text(out.target_id), copy_text(text_array(out.problems)))) + "\n"
+
     def _lines(self, names: list[str]) -> Iterator[str]:
-        prefix = self.sha256 + "\t"
         for table in self.plan.tables:
-            if table.name not in names:
-                continue
-            careful, columns, name = table.has_bad_text, table.columns, copy_text(table.name)
-            for out, row in zip(self.plan.rows_of_table[table.name], table.rows, strict=True):
-                data = values.verbatim_json(columns, row, careful=careful)
-                yield "\t".join((prefix + name, copy_text(out.key), copy_text(data), copy_text(out.target_id),
-                                 copy_text(text_array(out.problems)))) + "\n"
+            if table.name in self.prepared and table.name in names:
+                yield from self.prepared.pop(table.name)
+            elif table.name in names:
+                for out, row in zip(self.plan.rows_of_table[table.name], table.rows, strict=True):
+                    yield self.line(table, out, row)
 
     def _advance(self, rows: int) -> None:
         before, self.done = self.done, self.done + rows
