@@ -182,9 +182,10 @@ async def _write(cur: psycopg.AsyncCursor, plan: Plan, sha256: str, progress: Pr
     """Writes the plan with COPY; `stage[0]` names what is being written.
 
     Ordered so that the server always has something to store while this process maps
-    the next part (bench/mc_import.py): the tasks, then the verbatim rows that are
-    complete already (tasks' and other tables'), all the while comments and history are
-    mapped in a thread, then comments and history, then their verbatim rows."""
+    the next part (bench/mc_import.py): the tasks, mapped as they are sent (their
+    verbatim lines encoded on the way); then the verbatim rows that are complete already
+    (tasks' and other tables'), comments and history mapped between their writes; then
+    comments and history; then their verbatim rows."""
     labels = TASK_COLUMNS.index("labels")
     verbatim = _VerbatimRows(cur, plan, sha256, progress)
 
