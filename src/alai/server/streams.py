@@ -89,6 +89,9 @@ class Chunk(Generic[T]):
         return self._text
 
 
+TICK: Chunk = Chunk([])  # the hub's keep-alive (see Hub._tick)
+
+
 @dataclass(eq=False)
 class _Subscription(Generic[T]):
     accepts: Callable[[T], bool]
@@ -96,7 +99,9 @@ class _Subscription(Generic[T]):
     queue: asyncio.Queue = field(default_factory=asyncio.Queue)
     pending: int = 0  # rows queued, bounded by the hub's buffer
     overflowed: bool = False
-    skip_through: Position = START  # live items at or below this were delivered by the catch-up
+    # Live rows at or below this are not for this subscriber (it resumed from a position
+    # the hub had not reached); None once live rows are past it.
+    skip_through: Position | None = None
 
 
 @dataclass(eq=False)
@@ -122,7 +127,8 @@ class Hub(Generic[T]):
             async with self.pool.connection(timeout=5) as conn:
                 self.position = await self.source.current(conn)
         self._tasks = [asyncio.create_task(self._listen(), name=f"{self.source.name}-listen"),
-                       asyncio.create_task(self._pump(), name=f"{self.source.name}-pump")]
+                       asyncio.create_task(self._pump(), name=f"{self.source.name}-pump"),
+                       asyncio.create_task(self._tick(), name=f"{self.source.name}-tick")]
 
     async def stop(self) -> None:
         for task in self._tasks:
@@ -170,6 +176,16 @@ class Hub(Generic[T]):
                 raise
             except Exception as error:
                 log.warning("stream read failed", stream=self.source.name, error=str(error))
+
+    async def _tick(self) -> None:
+        """An empty chunk every `poll_seconds` to each subscriber with nothing queued: its
+        keep-alive, and its moment to notice an overflow. One task for all, instead of a
+        timeout around every subscriber's every wait (a few per cent of a busy hub's CPU)."""
+        while True:
+            await asyncio.sleep(self.poll_seconds)
+            for subscription in self._subscriptions:
+                if subscription.queue.empty():
+                    subscription.queue.put_nowait(TICK)
 
     def _fan_out(self, rows: list[T]) -> None:
         # No await in here: a subscriber attaching sees every row either fanned out to
@@ -222,22 +238,19 @@ class Hub(Generic[T]):
             elif after is not None:
                 subscription.skip_through = after  # the client is ahead of this replica's hub
             while True:
-                try:
-                    if subscription.queue.empty():
-                        # asyncio.timeout, not wait_for: no task per wait (one per chunk per subscriber).
-                        async with asyncio.timeout(self.poll_seconds):
-                            chunk = await subscription.queue.get()
-                    else:
-                        chunk = subscription.queue.get_nowait()
-                except TimeoutError:
+                chunk = await subscription.queue.get()
+                if chunk is TICK:
                     if subscription.overflowed:
-                        raise Overflow from None
+                        raise Overflow
                     yield Chunk([])
                     continue
                 subscription.pending -= len(chunk.rows)
-                if self.source.position_of(chunk.rows[0]) <= subscription.skip_through:
-                    chunk = Chunk([row for row in chunk.rows
-                                   if self.source.position_of(row) > subscription.skip_through])
+                if subscription.skip_through is not None:
+                    skip = subscription.skip_through
+                    if self.source.position_of(chunk.rows[0]) <= skip:
+                        chunk = Chunk([row for row in chunk.rows if self.source.position_of(row) > skip])
+                    else:  # live rows are past it from here on
+                        subscription.skip_through = None
                 if chunk.rows:
                     yield chunk
                 if subscription.overflowed and subscription.queue.empty():
