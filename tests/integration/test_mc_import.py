@@ -479,3 +479,37 @@ async def test_the_import_leaves_nothing_to_the_garbage_collector(database_url, 
     finally:
         gc.enable()
     assert left < 300, left
+
+
+async def test_a_file_without_tasks_keeps_every_row_verbatim(database_url, tmp_path):
+    path = tmp_path / "no-tasks.db"
+    with sqlite3.connect(path) as db:
+        db.execute("CREATE TABLE comments (id INTEGER PRIMARY KEY, task_id TEXT, body TEXT)")
+        db.execute("INSERT INTO comments VALUES (1, 'T-1', 'orphan')")
+        db.execute("CREATE TABLE settings (k TEXT PRIMARY KEY, v TEXT)")
+        db.execute("INSERT INTO settings VALUES ('theme', 'dark')")
+    db.close()
+    report = await run_import(database_url, path)
+    assert any("no table of tasks" in warning for warning in report.warnings)
+    assert counts(database_url)["mc_tasks"] == 0
+    kept = rows(database_url, "SELECT source_table, data, problems FROM mc_import_rows ORDER BY source_table")
+    assert [(table, data) for table, data, _ in kept] == [
+        ("comments", {"id": 1, "task_id": "T-1", "body": "orphan"}), ("settings", {"k": "theme", "v": "dark"})]
+    assert any("not found" in problem for problem in kept[0][2])
+
+
+async def test_a_table_of_tasks_that_is_also_the_comments_is_kept_with_both_roles_problems(database_url, tmp_path):
+    path = tmp_path / "both.db"
+    with sqlite3.connect(path) as db:
+        db.execute("CREATE TABLE items (id TEXT PRIMARY KEY, title TEXT, task_id TEXT, body TEXT)")
+        db.executemany("INSERT INTO items VALUES (?,?,?,?)", [("T-1", "First", "T-1", "a note"),
+                                                              ("T-2", "Second", "T-9", "lost note")])
+    db.close()
+    await run_import(database_url, path, mapping={"tables": {"tasks": "items", "comments": "items"}})
+    comment_ids = dict(rows(database_url, "SELECT body, id::text FROM mc_comments"))
+    kept = {key: (target, problems) for key, target, problems in rows(
+        database_url, "SELECT source_key, target_id, problems FROM mc_import_rows")}
+    # Each row became a task and a comment: its verbatim copy names the latter and has
+    # the problems of both (the second's comment points at a task that does not exist).
+    assert kept["T-1"][0] == comment_ids["a note"]
+    assert any("'T-9' not found" in problem for problem in kept["T-2"][1])

@@ -90,6 +90,7 @@ class Chunk(Generic[T]):
 
 
 TICK: Chunk = Chunk([])  # the hub's keep-alive (see Hub._tick)
+END: Chunk = Chunk([])  # the hub has stopped: subscriptions end
 
 
 @dataclass(eq=False)
@@ -121,6 +122,7 @@ class Hub(Generic[T]):
     _subscriptions: set[_Subscription[T]] = field(default_factory=set)
     _dirty: asyncio.Event = field(default_factory=asyncio.Event)
     _tasks: list[asyncio.Task] = field(default_factory=list)
+    _stopped: bool = False
 
     async def start(self) -> None:
         with contextlib.suppress(Exception):
@@ -136,6 +138,10 @@ class Hub(Generic[T]):
         for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await asyncio.wait_for(task, 5)
+        # Without the ticker nothing would wake a subscriber again: end every subscription.
+        self._stopped = True
+        for subscription in self._subscriptions:
+            subscription.queue.put_nowait(END)
 
     @property
     def subscribers(self) -> int:
@@ -228,6 +234,8 @@ class Hub(Generic[T]):
         while self.position is None:  # the hub has not reached the database yet
             await asyncio.sleep(self.poll_seconds)
             yield Chunk([])
+        if self._stopped:
+            return
         subscription: _Subscription[T] = _Subscription(accepts=accepts, key=key)
         self._subscriptions.add(subscription)
         attached_at = self.position
@@ -239,8 +247,12 @@ class Hub(Generic[T]):
                 subscription.skip_through = after  # the client is ahead of this replica's hub
             while True:
                 chunk = await subscription.queue.get()
+                if chunk is END:
+                    return
                 if chunk is TICK:
-                    if subscription.overflowed:
+                    # A tick may sit ahead of live chunks (queued while the subscriber was
+                    # busy): an overflowed subscriber gets what is queued before being cut off.
+                    if subscription.overflowed and subscription.queue.empty():
                         raise Overflow
                     yield Chunk([])
                     continue

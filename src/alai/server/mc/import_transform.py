@@ -220,6 +220,8 @@ def _status_table(plan: Plan, source: SourceTable, column: str | None, statuses:
     if column is not None:
         position = source.columns.index(column)
         seen.update(None if row[position] is None else str(row[position]) for row in source.rows)
+    elif source.rows:  # no status column at all: every task is without one
+        seen[None] = len(source.rows)
     unknown: Counter = Counter()
     for status, count in seen.items():
         if status is None:

@@ -189,20 +189,23 @@ async def _write(cur: psycopg.AsyncCursor, plan: Plan, sha256: str, progress: Pr
     labels = TASK_COLUMNS.index("labels")
     verbatim = _VerbatimRows(cur, plan, sha256, progress)
 
+    children = import_transform.child_tables(plan)
+
     def task_rows() -> Iterator[list]:
         # Mapped as they are sent: the server stores each block while the next is mapped,
-        # and has work enough that the tasks' verbatim rows are encoded here too.
-        source = next(table for table in plan.tables if table.name == plan.detected.tables["tasks"])
-        lines = verbatim.prepared[source.name] = []
+        # and has work enough that the tasks' verbatim rows are encoded here too (unless
+        # the table is also one of comments or history: its rows are complete only later).
+        source = next((table for table in plan.tables if table.name == plan.detected.tables["tasks"]), None)
+        lines = verbatim.prepared.setdefault(source.name, []) if source and source.name not in children else None
         for task in import_transform.map_tasks(plan):
-            lines.append(verbatim.line(source, task.source, task.row))
+            if lines is not None:
+                lines.append(verbatim.line(source, task.source, task.row))
             if task.write:
                 row = [task.values[column] for column in TASK_COLUMNS]
                 row[labels] = text_array(row[labels])
                 yield row
 
     await copy_rows(cur, "mc_tasks", TASK_COLUMNS, task_rows(), sum(task.write for task in plan.tasks), progress)
-    children = import_transform.child_tables(plan)
     # Comments and history are mapped a step at a time between the writes of these
     # lines: a thread would hold the GIL for 5 ms at a time while the server, whose
     # socket buffer holds ~2 ms of work, waits for more (bench/mc_import.py).
