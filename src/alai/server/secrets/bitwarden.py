@@ -14,7 +14,8 @@ BwsBackend (`kind: bws`, a machine account's access token):
     never older than the call. Two secrets with one key → Ambiguous, naming their ids.
   - Writes need `project_id` (`bws secret create` / `edit --value`); without it the mount
     is read-only. bws takes a value only as an argument: while a write runs, the value is
-    in that process's command line, readable by the same user and root on this host.
+    in that process's command line, which every local user can read (/proc/PID/cmdline)
+    unless /proc is mounted with hidepid=2; run the control plane where no one else logs in.
 BwBackend (`kind: bw`, a user's vault: API-key login and the master password):
   - One session: `bw status`; `bw login --apikey` if unauthenticated; `bw unlock
     --passwordenv BW_PASSWORD --raw`. The session key stays in memory and goes to each
