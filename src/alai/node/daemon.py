@@ -23,6 +23,7 @@ import asyncio
 import contextlib
 import signal
 import socket
+import sys
 import threading
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -106,10 +107,11 @@ class Daemon:
 
     async def run(self) -> None:
         self._loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            # Not possible on Windows (NotImplementedError) nor off the main thread (RuntimeError,
-            # e.g. a daemon embedded in a bench or a test); there the owner calls request_stop().
-            with contextlib.suppress(NotImplementedError, RuntimeError):
+        # asyncio takes signal handlers only on the main thread and not on Windows; a daemon
+        # run elsewhere (embedded in a bench or a test, or on Windows) is stopped by its
+        # owner calling request_stop().
+        if threading.current_thread() is threading.main_thread() and sys.platform != "win32":
+            for sig in (signal.SIGTERM, signal.SIGINT):
                 self._loop.add_signal_handler(sig, self.request_stop)
         self.capabilities = await self._capabilities_source()
         await self._register()

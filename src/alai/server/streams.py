@@ -231,7 +231,7 @@ class Hub(Generic[T]):
                                key: Any = None) -> AsyncIterator[Chunk[T]]:
         """As `subscribe`, a chunk at a time (an empty one as the keep-alive tick). `key`
         names the filter: subscribers with equal keys share chunks."""
-        while self.position is None:  # the hub has not reached the database yet
+        while self.position is None and not self._stopped:  # the hub has not reached the database yet
             await asyncio.sleep(self.poll_seconds)
             yield Chunk([])
         if self._stopped:

@@ -130,8 +130,8 @@ def transform_tasks(tables: list[SourceTable], detected: Detected, *, statuses: 
                     closed_statuses: list[str]) -> Plan:
     """Describes every table and reads each task's id and parent (blocking: run it in a thread).
 
-    The tasks' fields are mapped by `map_tasks`, as they are written; the children
-    (`transform_children`) can be mapped meanwhile."""
+    The tasks' fields are mapped by `map_tasks`, as they are written; comments and
+    history by `map_children`, a step at a time."""
     plan = Plan(detected=detected, tables=tables)
     roles = {name: role for role, name in detected.tables.items() if name}
     for table in tables:

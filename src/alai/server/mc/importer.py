@@ -188,7 +188,6 @@ async def _write(cur: psycopg.AsyncCursor, plan: Plan, sha256: str, progress: Pr
     comments and history; then their verbatim rows."""
     labels = TASK_COLUMNS.index("labels")
     verbatim = _VerbatimRows(cur, plan, sha256, progress)
-
     children = import_transform.child_tables(plan)
 
     def task_rows() -> Iterator[list]:
