@@ -7,6 +7,7 @@ import subprocess
 import sys
 import threading
 
+import httpx
 import psycopg
 import pytest
 from websockets.exceptions import InvalidStatus
@@ -144,3 +145,34 @@ def test_batch_frames_carry_what_is_ready_together_in_order(server):
     assert [m["payload"] for m in got_batched] == list(range(200))
     assert got_batched == got_single
     assert frames < 200  # several messages per frame when they are ready together
+
+
+def chunks_by_path(server) -> dict[str, float]:
+    text = httpx.get(server.url + "/metrics", timeout=10).text
+    found = {}
+    for line in text.splitlines():
+        if line.startswith('alai_stream_chunks_total{'):
+            labels, value = line.rsplit(" ", 1)
+            if 'stream="hive"' in labels:
+                found[labels.split('path="')[1].split('"')[0]] = float(value)
+    return found
+
+
+def test_live_subscribers_are_written_to_directly_and_a_closed_one_is_not(server):
+    """Under `alai serve` the fan-out writes prepared frames to live subscribers' connections
+    (server/ws_direct.py): the frames arrive whole and in order, counted on /metrics as direct."""
+    before = chunks_by_path(server)
+    with connect(ws(server, "/v1/hive/stream?topic=pipe.direct&batch=true"), additional_headers=HEADERS) as first, \
+            connect(ws(server, "/v1/hive/stream?topic=pipe.direct"), additional_headers=HEADERS) as second:
+        with connect(ws(server, "/v1/hive/stream?topic=pipe.direct"), additional_headers=HEADERS):
+            pass  # subscribed, then gone before anything is published
+        answers = publish_all(server, [{"topic": "pipe.direct", "ref": n, "json": {"n": n}} for n in range(50)])
+        assert all("id" in answer for answer in answers)
+        batched: list[dict] = []
+        while len(batched) < 50:
+            batched.extend(json.loads(first.recv(timeout=20)))
+        single = [json.loads(second.recv(timeout=20)) for _ in range(50)]
+    assert [m["payload"] for m in batched] == [{"n": n} for n in range(50)] and single == batched
+    after = chunks_by_path(server)
+    assert after["direct"] > before.get("direct", 0)
+    assert httpx.get(server.url + "/readyz", timeout=10).status_code == 200  # nothing broke on the closed one

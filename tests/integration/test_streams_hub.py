@@ -72,3 +72,68 @@ async def test_a_stalled_subscriber_overflows_and_the_others_keep_going(app, cli
         await eager.aclose()
     finally:
         await hub.stop()
+
+
+async def test_a_sink_takes_live_chunks_in_order_and_a_refusal_goes_through_the_queue(app, client):
+    """The direct path: chunks go straight to the sink while it accepts; one it refuses
+    (its connection applying back-pressure) and those after it come out of the iterator;
+    once those are consumed, the sink is used again. Nothing lost, repeated or reordered."""
+    hub = streams.Hub(source=hive_lifespan.source(), pool=app.state.pool,
+                      conninfo=app.state.settings.database_url.get_secret_value(), poll_seconds=0.2)
+    await hub.start()
+    delivered: list[tuple[str, int]] = []
+    accepting = True
+
+    def sink(chunk: streams.Chunk) -> bool:
+        if not accepting:
+            return False
+        delivered.extend(("sink", row.id) for row in chunk.rows)
+        return True
+
+    async def consume() -> None:
+        async for chunk in hub.subscribe_chunks(after=None, accepts=lambda m: m.topic == "hub.test", sink=sink):
+            delivered.extend(("queue", row.id) for row in chunk.rows)
+
+    async def until(count: int) -> None:
+        async def wait() -> None:
+            while len(delivered) < count:
+                await asyncio.sleep(0.01)
+        await asyncio.wait_for(wait(), 10)
+
+    consumer = asyncio.create_task(consume())
+    try:
+        await asyncio.sleep(0.3)  # attached and live
+        ids = await create(client, 3)
+        await until(3)
+        accepting = False
+        ids += await create(client, 3)
+        await until(6)
+        accepting = True
+        ids += await create(client, 3)
+        await until(9)
+        await asyncio.sleep(0.1)
+        assert [row_id for _, row_id in delivered] == ids  # in order, once each
+        paths = [path for path, _ in delivered]
+        assert paths[:3] == ["sink"] * 3 and paths[3:6] == ["queue"] * 3 and paths[8] == "sink"
+        assert hub.direct_chunks >= 4 and hub.queued_chunks >= 1
+    finally:
+        consumer.cancel()
+        await hub.stop()
+
+
+async def test_a_refusing_sink_with_a_stalled_subscriber_still_overflows(app, client):
+    hub = streams.Hub(source=hive_lifespan.source(), pool=app.state.pool,
+                      conninfo=app.state.settings.database_url.get_secret_value(), buffer=4, batch=2,
+                      poll_seconds=0.2)
+    await hub.start()
+    try:
+        stalled = hub.subscribe_chunks(after=None, accepts=lambda event: True, sink=lambda chunk: False)
+        assert (await anext(stalled)).rows == []  # attached (a keep-alive tick); then it stops reading
+        ids = await create(client, 8)
+        received: list[int] = []
+        with pytest.raises(streams.Overflow):
+            async for chunk in stalled:
+                received.extend(row.id for row in chunk.rows)
+        assert received == ids[:len(received)] and len(received) <= 5
+    finally:
+        await hub.stop()

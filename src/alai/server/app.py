@@ -11,7 +11,7 @@ import structlog
 from fastapi import FastAPI
 
 from alai._version import __version__
-from alai.server import deps, modules, problems
+from alai.server import deps, modules, problems, ws_direct
 from alai.server.db import migrations, pool
 from alai.server.direct_routes import DirectRoutes
 from alai.server.metrics import Metrics
@@ -30,6 +30,7 @@ class ControlPlane(FastAPI):
     direct_stack: RequestMiddleware | None = None
 
     async def __call__(self, scope, receive, send) -> None:
+        ws_direct.keep_raw_send(scope, send)
         if self.direct_stack is not None and self.direct.take(scope):
             await self.direct_stack(scope, receive, send)
             return

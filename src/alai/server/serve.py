@@ -110,6 +110,9 @@ def run(settings: Settings) -> int:
             # Streams send the same small JSON to many subscribers: compressing it per
             # connection was a third of the server's CPU (bench/hive_latency.py).
             ws_per_message_deflate=False,
+            # Named, not "auto": stream fan-out writes prepared frames to this protocol's
+            # connections (server/ws_direct.py).
+            ws="websockets-sansio",
         )
         server = DrainingServer(config)
         server.run()

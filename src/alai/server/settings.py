@@ -86,7 +86,7 @@ class Settings(BaseSettings):
     # HiveMind: under load, a replica reads new messages at most this often, so that
     # many gather into one chunk (one frame per subscriber); an idle topic's first
     # message still goes out at once (bench/hive_latency.py measured the trade-off).
-    hive_fanout_gap_ms: float = Field(default=5.0, ge=0, le=1000)
+    hive_fanout_gap_ms: float = Field(default=2.0, ge=0, le=1000)
 
     # The model gateway's backends and model routes (YAML, see gateway/config.py);
     # unset: no backends (every model request answers 404/503).

@@ -7,9 +7,10 @@ rows whose transaction is older than every transaction still running
 horizon has ended, so nothing new can ever appear below a position already
 delivered — whatever order writers commit in, on whichever replica.
 
-The horizon is read in a statement of its own, before the statement that reads the
-rows: whatever snapshot the reading statement uses, a horizon taken earlier is at or
-below what it can see. Rows are ordered by the table's xid8 column — never by a
+The horizon is taken in the statement that reads the rows: `pg_current_snapshot()`
+is that statement's own snapshot (GetActiveSnapshot), so every transaction below its
+xmin has ended and, if it committed, is visible to the very scan that filters on it —
+one round trip per read. Rows are ordered by the table's xid8 column — never by a
 `tx::text` alias, which sorts "1001" before "999" (the bug behind the reordering
 first blamed on the hub).
 
@@ -19,7 +20,10 @@ wake-up, and many wake-ups fold into one read; a poll every second covers lost
 ones) and fans it out to the subscribers' bounded queues. A subscriber resuming from
 an older position catches up from the table first, then joins the live fan-out with
 nothing missed or repeated. A subscriber whose queue overflows is cut off (told
-where to resume) instead of slowing anyone down.
+where to resume) instead of slowing anyone down. A live subscriber may give a sink
+that takes chunks straight from the fan-out while its connection keeps up (WebSocket
+frames written at once: server/ws_direct.py); what the sink refuses goes through
+the queue as above.
 """
 
 from __future__ import annotations
@@ -78,15 +82,25 @@ class Overflow(Exception):
 @dataclass(eq=False)
 class Chunk(Generic[T]):
     """Rows fanned out together. Subscribers with the same filter share one chunk, so
-    what is made of it (a JSON array for a WebSocket frame) is made once for all."""
+    what is made of it (a JSON array, a WebSocket frame) is made once for all."""
 
     rows: list[T]
     _text: str | None = None
+    _made: dict[str, Any] | None = None
 
     def json_array(self, encode: Callable[[T], str]) -> str:
         if self._text is None:
             self._text = "[" + ",".join(encode(row) for row in self.rows) + "]"
         return self._text
+
+    def once(self, name: str, make: Callable[[Chunk[T]], Any]) -> Any:
+        """`make(self)`, made once per chunk under `name` and shared by its subscribers."""
+        if self._made is None:
+            self._made = {}
+        made = self._made.get(name)
+        if made is None:
+            made = self._made[name] = make(self)
+        return made
 
 
 TICK: Chunk = Chunk([])  # the hub's keep-alive (see Hub._tick)
@@ -103,6 +117,9 @@ class _Subscription(Generic[T]):
     # Live rows at or below this are not for this subscriber (it resumed from a position
     # the hub had not reached); None once live rows are past it.
     skip_through: Position | None = None
+    # Set while the subscriber is live and its connection can take writes at once: the
+    # fan-out hands chunks straight to it (see Hub.subscribe_chunks' `sink`).
+    sink: Callable[[Chunk], bool] | None = None
 
 
 @dataclass(eq=False)
@@ -123,6 +140,9 @@ class Hub(Generic[T]):
     _dirty: asyncio.Event = field(default_factory=asyncio.Event)
     _tasks: list[asyncio.Task] = field(default_factory=list)
     _stopped: bool = False
+    # Chunks handed to subscribers, by path (for /metrics): straight to a sink, or queued.
+    direct_chunks: int = 0
+    queued_chunks: int = 0
 
     async def start(self) -> None:
         with contextlib.suppress(Exception):
@@ -210,11 +230,22 @@ class Hub(Generic[T]):
                     shared[subscription.key] = chunk
             if not chunk.rows:
                 continue
+            if subscription.sink is not None:
+                try:
+                    if subscription.sink(chunk):
+                        self.direct_chunks += 1
+                        continue
+                except Exception as error:  # the sink's own failure: its subscriber's normal path reports it
+                    log.warning("stream sink failed", stream=self.source.name, error=repr(error))
+                # It cannot take writes now: this chunk and those after it go through the
+                # queue, bounded by the buffer, until the subscriber has caught up again.
+                subscription.sink = None
             if subscription.pending + len(chunk.rows) > self.buffer:
                 subscription.overflowed = True
                 continue
             subscription.pending += len(chunk.rows)
             subscription.queue.put_nowait(chunk)
+            self.queued_chunks += 1
 
     async def subscribe(self, *, after: Position | None, accepts: Callable[[T], bool],
                         key: Any = None) -> AsyncIterator[T | None]:
@@ -228,9 +259,17 @@ class Hub(Generic[T]):
                 yield row
 
     async def subscribe_chunks(self, *, after: Position | None, accepts: Callable[[T], bool],
-                               key: Any = None) -> AsyncIterator[Chunk[T]]:
+                               key: Any = None, sink: Callable[[Chunk[T]], bool] | None = None,
+                               ) -> AsyncIterator[Chunk[T]]:
         """As `subscribe`, a chunk at a time (an empty one as the keep-alive tick). `key`
-        names the filter: subscribers with equal keys share chunks."""
+        names the filter: subscribers with equal keys share chunks.
+
+        `sink(chunk)`, when given, delivers a chunk at once or returns False (its
+        connection cannot take more now). While the subscriber is live with nothing
+        queued, the fan-out calls it directly, in order, without waking the subscriber's
+        task (per chunk and subscriber, that wake-up and its send cost more than the
+        write itself); chunks it refuses are queued and come out of this iterator as
+        usual, and the sink is used again once they are through."""
         while self.position is None and not self._stopped:  # the hub has not reached the database yet
             await asyncio.sleep(self.poll_seconds)
             yield Chunk([])
@@ -246,6 +285,9 @@ class Hub(Generic[T]):
             elif after is not None:
                 subscription.skip_through = after  # the client is ahead of this replica's hub
             while True:
+                if (sink is not None and subscription.sink is None and subscription.skip_through is None
+                        and not subscription.overflowed and subscription.queue.empty()):
+                    subscription.sink = sink  # everything before has been consumed: in order from here
                 chunk = await subscription.queue.get()
                 if chunk is END:
                     return
@@ -292,32 +334,28 @@ class Hub(Generic[T]):
                 return
 
 
-async def horizon(conn: AsyncConnection) -> str:
-    """The xmin horizon as text (xid8), from a statement of its own (see the module docstring)."""
-    row = await (await conn.execute("SELECT pg_snapshot_xmin(pg_current_snapshot())::text AS xmin")).fetchone()
-    return str(row["xmin"] if isinstance(row, dict) else row[0])
+# The reading statement's own snapshot's xmin (see the module docstring); a scalar
+# subquery, so it is evaluated once, at execution, under that statement's snapshot.
+HORIZON = "(SELECT pg_snapshot_xmin(pg_current_snapshot()))"
 
 
 async def final_rows(conn: AsyncConnection, *, table: str, columns: str, after: Position, limit: int,
                      where: str = "", params: tuple = ()) -> list:
     """Rows of `table` (a constant name) after `after`, in position order, below the horizon;
     `where` (a constant condition, with `params`) narrows them, e.g. to one run's events."""
-    below = await horizon(conn)
     cursor = await conn.execute(
         f"SELECT {columns} FROM {table} WHERE {where + ' AND ' if where else ''}"
-        "(tx, id) > (%s::xid8, %s) AND tx < %s::xid8 "
+        f"(tx, id) > (%s::xid8, %s) AND tx < {HORIZON} "
         # The table's xid8 column, not a `tx::text AS tx` alias: as text "1001" < "999".
-        f"ORDER BY {table}.tx, {table}.id LIMIT %s", (*params, str(after[0]), after[1], below, limit))
+        f"ORDER BY {table}.tx, {table}.id LIMIT %s", (*params, str(after[0]), after[1], limit))
     return await cursor.fetchall()
 
 
 async def current_position_of(conn: AsyncConnection, table: str) -> Position:
     """The position of "now" in `table` (a constant table name): after every final row."""
-    below = await horizon(conn)
     row = await (await conn.execute(
-        f"SELECT tx::text AS tx, id FROM {table} WHERE tx < %s::xid8 ORDER BY {table}.tx DESC, {table}.id DESC "
-        "LIMIT 1",
-        (below,))).fetchone()
+        f"SELECT tx::text AS tx, id FROM {table} WHERE tx < {HORIZON} ORDER BY {table}.tx DESC, {table}.id DESC "
+        "LIMIT 1")).fetchone()
     if row is None:
         return START
     values: dict[str, Any] = row if isinstance(row, dict) else {"tx": row[0], "id": row[1]}

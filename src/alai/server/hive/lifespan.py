@@ -33,6 +33,7 @@ async def hive_lifespan(app: FastAPI) -> AsyncIterator[None]:
                                             min_gap=app.state.settings.hive_fanout_gap_ms / 1000)
     notifier = streams.Notifier(channel=service.NOTIFY_CHANNEL, conninfo=conninfo, local=hub)
     publisher = GroupPublisher(pool=app.state.pool, on_commit=notifier.mark)
+    app.state.metrics.watch_stream(hub)
     await hub.start()
     await notifier.start()
     await publisher.start()
