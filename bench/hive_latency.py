@@ -160,18 +160,19 @@ async def paced(rate: float, total: int, send) -> float:
 
 
 async def publish_alai(base: str, rate: float, total: int) -> float:
-    import websockets
+    import aiohttp
 
-    url = base.replace("http://", "ws://") + "/v1/hive/publish"
-    async with websockets.connect(url, additional_headers={"Authorization": f"Bearer {TOKEN}"}) as ws:
+    # aiohttp, as the subscribers (see _subscribe): the lighter client on shared cores.
+    async with aiohttp.ClientSession() as session, \
+            session.ws_connect(base + "/v1/hive/publish", headers={"Authorization": f"Bearer {TOKEN}"}) as ws:
         acked = 0
         errors: list[str] = []
         sent_at: dict[int, float] = {}
 
         async def read_acks() -> None:
             nonlocal acked
-            async for raw in ws:
-                answer = orjson.loads(raw)
+            async for message in ws:
+                answer = orjson.loads(message.data)
                 ACKS.append(time.monotonic() - sent_at[answer["ref"]])
                 if "error" in answer:
                     errors.append(answer["error"]["detail"])
@@ -183,7 +184,7 @@ async def publish_alai(base: str, rate: float, total: int) -> float:
 
         async def send(n: int) -> None:
             sent_at[n] = now = time.monotonic()
-            await ws.send(orjson.dumps({"topic": TOPIC, "ref": n, "json": {"n": n, "t": now}}).decode())
+            await ws.send_str(orjson.dumps({"topic": TOPIC, "ref": n, "json": {"n": n, "t": now}}).decode())
 
         achieved = await paced(rate, total, send)
         await asyncio.wait_for(reader, 30)
