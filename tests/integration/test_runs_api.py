@@ -313,3 +313,47 @@ async def test_many_agents_completing_at_once_publish_every_state_without_deadlo
     for run in runs:
         events = await events_of(client, run["id"])
         assert not [e for e in events if e["kind"] == "outcome"], events  # nothing failed to apply
+
+
+async def test_completions_in_one_call_are_answered_each_as_alone(client):
+    """POST /v1/runs/completions: every item answered as .../complete would answer it, in
+    the request's order; a refused item (superseded, unknown) changes nothing and leaves
+    the others alone; a repeated call answers as the first did."""
+    await put_agent(client, "tasker", TASKER)
+    await register(client, "anvil", "alaiml-task:latest")
+    runs = [(await client.post("/v1/runs", json={"agent": "tasker", "input": f"job {n}"})).json() for n in range(4)]
+    claims = await claim(client, capacity=4)
+    assert sorted(c["run"]["id"] for c in claims) == sorted(r["id"] for r in runs)
+    first, second, third, fourth = (r["id"] for r in runs)
+    items = [
+        {"run_id": third, "attempt": 1, "outcome": "succeeded", "output": "three"},
+        {"run_id": first, "attempt": 2, "outcome": "succeeded"},  # not its attempt: 409
+        {"run_id": 999_999, "attempt": 1, "outcome": "succeeded"},  # no such run: 404
+        {"run_id": first, "attempt": 1, "outcome": "succeeded", "output": "one", "usage": {"tokens": 1}},
+        {"run_id": second, "attempt": 1, "outcome": "failed", "error": "boom"},  # retried: queued again
+    ]
+    answer = await client.post("/v1/runs/completions", headers=NODE, json={"items": items})
+    assert answer.status_code == 200, answer.text
+    results = answer.json()["items"]
+    assert [(r["run_id"], r["attempt"], r["status"]) for r in results] == [
+        (third, 1, 200), (first, 2, 409), (999_999, 1, 404), (first, 1, 200), (second, 1, 200)]
+    assert results[1]["problem"]["type"].endswith("attempt-superseded")
+    assert results[1]["problem"]["status"] == 409 and results[1]["problem"]["current_attempt"] == 1
+    assert results[2]["problem"]["status"] == 404 and results[0]["run"]["state"] == "succeeded"
+    assert results[4]["run"]["state"] == "queued" and "boom" in results[4]["run"]["reason"]
+    assert (await client.get(f"/v1/runs/{first}/result")).json()["output"] == "one"
+    assert (await client.get(f"/v1/runs/{fourth}")).json()["state"] == "running"  # not in the call
+    again = await client.post("/v1/runs/completions", headers=NODE, json={"items": items[:1]})
+    assert again.json()["items"][0]["status"] == 200 and again.json()["items"][0]["run"]["state"] == "succeeded"
+    events = await events_of(client, third)
+    assert [e["data"]["state"] for e in events if e["kind"] == "state"] == ["queued", "running", "succeeded"]
+
+    # Bad calls: nothing, too many, a bad item, no node header.
+    assert (await client.post("/v1/runs/completions", headers=NODE, json={"items": []})).status_code == 422
+    many = [{"run_id": fourth, "attempt": 1, "outcome": "succeeded"}] * 501
+    assert (await client.post("/v1/runs/completions", headers=NODE, json={"items": many})).status_code == 422
+    bad = await client.post("/v1/runs/completions", headers=NODE,
+                            json={"items": [{"run_id": fourth, "attempt": 1, "outcome": "done"}]})
+    assert bad.status_code == 422 and bad.headers["content-type"].startswith("application/problem+json")
+    assert (await client.post("/v1/runs/completions", json={"items": items[:1]})).status_code == 400
+    assert (await client.get(f"/v1/runs/{fourth}")).json()["state"] == "running"

@@ -7,8 +7,8 @@
   runs to stop (cancelled, overdue) and which are lost (another attempt has them).
 - Claims with a long poll for as many runs as it has free slots; executes each in a
   task; posts its events in small batches, numbered, so that a retried post is
-  stored once; completes it. A 409 means the attempt was superseded: stop, write
-  nothing more.
+  stored once; completes it (completions finished together go in one call). A 409
+  means the attempt was superseded: stop, write nothing more.
 - Survives the control plane going away: every call is retried with backoff
   (0.5 s doubling up to 10 s); a run that finished meanwhile is completed when the
   control plane is back (or refused, if its lease lapsed and another took it).
@@ -39,6 +39,9 @@ from alai.node.executors import Outcome, RunSpec
 log = structlog.get_logger("alai.node")
 BACKOFF_FIRST, BACKOFF_MAX = 0.5, 10.0
 FLUSH_SECONDS = 0.05
+COMPLETIONS_PER_CALL = 100
+ERROR_MAX_CHARS = 10_000  # Completion.error's limit
+COMPLETION_BYTES_PER_CALL = 4 * 2**20  # outputs can be long: a call stays well below that
 CLAIM_WAIT_SECONDS = 20.0
 
 Executor = Callable[[RunSpec, Callable[[str, dict[str, Any]], None]], Awaitable[Outcome]]
@@ -98,6 +101,9 @@ class Daemon:
         self._beat_stop = threading.Event()
         self._needs_registration = threading.Event()
         self._lease_seconds = 3.0  # until the first heartbeat's reply says
+        # Completions waiting for the next POST /v1/runs/completions (see _send_completions).
+        self._completions: list[tuple[dict[str, Any], asyncio.Future]] = []
+        self._completions_ready = asyncio.Event()
 
     def _headers(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.config.token}", "User-Agent": f"alai-node/{__version__}",
@@ -118,11 +124,13 @@ class Daemon:
         beat = threading.Thread(target=self._heartbeat_thread, name="alai-heartbeat", daemon=True)
         beat.start()
         refresher = asyncio.create_task(self._refresh_capabilities())
+        completer = asyncio.create_task(self._send_completions())
         try:
             await self._claim_loop()
             await self._drain()
         finally:
             refresher.cancel()
+            completer.cancel()
             self._beat_stop.set()
             await asyncio.to_thread(beat.join, 5)
             await self._http.aclose()
@@ -333,12 +341,64 @@ class Daemon:
             assert outcome is not None
             body = {"outcome": outcome.outcome, "output": outcome.output, "error": outcome.error,
                     "usage": outcome.usage}
-        response = await self._retrying("complete", lambda: self._http.post(f"{path}/complete", json=body))
-        assert response is not None
-        if response.status_code == 409:
+        status, answer = await self._complete(spec, body)
+        if status == 409:
             raise Superseded
         log.info("run finished", run=spec.run_id, attempt=spec.attempt, outcome=body["outcome"],
-                 state=response.json().get("state") if response.status_code < 400 else _detail(response))
+                 state=answer.get("state") if status < 400 else str(answer.get("detail") or answer)[:300])
+
+    async def _complete(self, spec: RunSpec, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+        """Completes an attempt through the next batch: (status, the run or the problem)."""
+        assert self._loop is not None
+        future = self._loop.create_future()
+        if body.get("error"):
+            body = {**body, "error": body["error"][:ERROR_MAX_CHARS]}  # the server's limit, not a refusal
+        self._completions.append(({"run_id": spec.run_id, "attempt": spec.attempt, **body}, future))
+        self._completions_ready.set()
+        return await future
+
+    async def _complete_alone(self, item: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+        body = {key: value for key, value in item.items() if key not in ("run_id", "attempt")}
+        response = await self._retrying("complete", lambda: self._http.post(
+            f"/v1/runs/{item['run_id']}/attempts/{item['attempt']}/complete", json=body))
+        assert response is not None
+        try:
+            answer = response.json()
+        except ValueError:
+            answer = {"detail": response.text[:300]}
+        return response.status_code, answer if isinstance(answer, dict) else {}
+
+    async def _send_completions(self) -> None:
+        """One POST /v1/runs/completions at a time with everything finished meanwhile: at
+        a few runs a second each goes alone, as soon as it is done; under load one call
+        (and one transaction on the server) ends many runs. Retried like every call; the
+        server answers a repeated completion as it answered the first."""
+        while True:
+            await self._completions_ready.wait()
+            self._completions_ready.clear()
+            while self._completions:
+                batch, size = [], 0
+                for item, future in self._completions:
+                    weight = len(item.get("output") or "") + len(item.get("error") or "") + 200
+                    if batch and (len(batch) == COMPLETIONS_PER_CALL or size + weight > COMPLETION_BYTES_PER_CALL):
+                        break
+                    batch.append((item, future))
+                    size += weight
+                del self._completions[:len(batch)]
+                items = [item for item, _ in batch]
+                response = await self._retrying(
+                    "complete", lambda items=items: self._http.post("/v1/runs/completions", json={"items": items}))
+                assert response is not None
+                if response.status_code == 200:
+                    answers = [(a["status"], a.get("run") or a.get("problem") or {}) for a in response.json()["items"]]
+                elif response.status_code == 422 and len(batch) > 1:  # one bad item: each alone, so only it fails
+                    answers = [await self._complete_alone(item) for item in items]
+                else:  # the call itself was refused (a revoked token, a bad item): every item says why
+                    log.warning("completions refused", status=response.status_code, detail=_detail(response))
+                    answers = [(response.status_code, {"detail": _detail(response)})] * len(batch)
+                for (_, future), answer in zip(batch, answers, strict=True):
+                    if not future.done():  # its run's task may have been cancelled meanwhile
+                        future.set_result(answer)
 
     # -- the heartbeat thread ---------------------------------------------------------------
 

@@ -74,19 +74,24 @@ def request_id_of(request: Request) -> str | None:
     return request.scope.get("state", {}).get("request_id")
 
 
-def problem_response(request: Request, error: ProblemError) -> JSONResponse:
+def problem_body(error: ProblemError, *, instance: str | None = None, request_id: str | None = None) -> dict[str, Any]:
+    """The problem+json body of `error` (also what a batch answers per refused item)."""
     problem = Problem(
         type=problem_type(error.slug),
         title=error.title,
         status=error.status,
         detail=error.detail,
-        instance=request.url.path,
-        request_id=request_id_of(request),
+        instance=instance,
+        request_id=request_id,
         errors=error.errors,
         **error.extensions,
     )
+    return problem.model_dump(mode="json", exclude_none=True)
+
+
+def problem_response(request: Request, error: ProblemError) -> JSONResponse:
     return JSONResponse(
-        problem.model_dump(mode="json", exclude_none=True),
+        problem_body(error, instance=request.url.path, request_id=request_id_of(request)),
         status_code=error.status,
         media_type=PROBLEM_MEDIA_TYPE,
         headers=error.headers,

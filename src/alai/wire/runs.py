@@ -226,6 +226,36 @@ class Completion(BaseModel):
     usage: dict[str, Any] | None = None
 
 
+COMPLETIONS_MAX = 500  # items in one POST /v1/runs/completions
+
+
+class CompletionItem(Completion):
+    """One attempt's end, in a batch (POST /v1/runs/completions)."""
+
+    run_id: int
+    attempt: int = Field(ge=1)
+
+
+class Completions(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    items: list[CompletionItem] = Field(min_length=1, max_length=COMPLETIONS_MAX)
+
+
+class CompletionResult(BaseModel):
+    """What POST .../attempts/{attempt}/complete would have answered for this item:
+    status 200 with the run, or the problem (404 unknown run, 409 attempt superseded)."""
+
+    run_id: int
+    attempt: int
+    status: int
+    run: Run | None = None
+    problem: dict[str, Any] | None = None
+
+
+class CompletionResults(BaseModel):
+    items: list[CompletionResult]  # in the order of the request's items
+
+
 def model_capability(model: str) -> str:
     """The capability a worker advertises for a model, and a run needs: Ollama's names
     with the implicit tag made explicit (`bge-m3` and `bge-m3:latest` are one model)."""

@@ -22,7 +22,7 @@ from alai.server.deps import (
     authenticate_websocket,
     require_scope,
 )
-from alai.server.problems import ProblemError
+from alai.server.problems import ProblemError, problem_body
 from alai.server.runs import agents, nodes, outcomes, service
 from alai.wire.runs import (
     Agent,
@@ -30,6 +30,9 @@ from alai.wire.runs import (
     Claim,
     ClaimRequest,
     Completion,
+    CompletionResult,
+    CompletionResults,
+    Completions,
     EventsIn,
     Heartbeat,
     HeartbeatReply,
@@ -349,6 +352,26 @@ def router_factory():
             await outcomes.apply(conn, [run], request.app.state.settings)
         await after_commit(request.app, [run])
         return run
+
+    @router.post("/runs/completions", response_model=CompletionResults)
+    async def complete_many(body: Completions, request: Request, conn: Connection,
+                            principal: Principal = Depends(require_scope(NODE_SCOPE)),
+                            x_alai_node: Annotated[str | None, Header()] = None) -> CompletionResults:
+        """Ends several attempts in one call and one transaction — what a busy worker has
+        finished while its previous call was out. Each item is answered as
+        `.../attempts/{attempt}/complete` would answer it: status 200 with the run, or its
+        problem (404, 409), which leaves the other items alone."""
+        node = await _node_of(conn, principal, x_alai_node)
+        async with conn.transaction():
+            answers = await service.complete_many(conn, node=node, items=body.items)
+            changed = [run for run, _ in answers if run is not None]
+            await outcomes.apply(conn, changed, request.app.state.settings)
+        await after_commit(request.app, changed)
+        return CompletionResults(items=[
+            CompletionResult(run_id=item.run_id, attempt=item.attempt, status=200, run=run) if run is not None
+            else CompletionResult(run_id=item.run_id, attempt=item.attempt, status=error.status,
+                                  problem=problem_body(error))
+            for item, (run, error) in zip(body.items, answers, strict=True)])
 
     @router.post("/runs/{run_id}/attempts/{attempt}/release", response_model=Run)
     async def release(run_id: int, attempt: int, request: Request, conn: Connection,

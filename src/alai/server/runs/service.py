@@ -36,6 +36,7 @@ from alai.wire.runs import (
     Agent,
     Claim,
     Completion,
+    CompletionItem,
     EventIn,
     Run,
     RunCreate,
@@ -319,9 +320,11 @@ async def add_events(conn: AsyncConnection, *, run_id: int, attempt: int, node: 
 
 
 async def complete(conn: AsyncConnection, *, run_id: int, attempt: int, node: str,
-                   body: Completion) -> tuple[Run, bool]:
+                   body: Completion, notify: bool = True) -> tuple[Run, bool]:
     """Ends an attempt: (run, finished). A failed attempt with attempts left goes back
-    to the queue; a repeated completion of the same attempt answers as the first did."""
+    to the queue; a repeated completion of the same attempt answers as the first did.
+    Refusals (404, 409) come before any write. `notify=False`: the caller sends the
+    transaction's one NOTIFY itself (a batch of completions)."""
     row = await (await conn.execute(f"SELECT {RUN_COLUMNS}, returned FROM runs WHERE id = %s FOR UPDATE",
                                     (run_id,))).fetchone()
     if row is None:
@@ -347,8 +350,28 @@ async def complete(conn: AsyncConnection, *, run_id: int, attempt: int, node: st
              run_id))).fetchone()
     run = _run(updated)
     await add_state_event(conn, run=run, data={"error": body.error} if body.error else None)
-    await _notify(conn)
+    if notify:
+        await _notify(conn)
     return run, not retry
+
+
+async def complete_many(conn: AsyncConnection, *, node: str,
+                        items: list[CompletionItem]) -> list[tuple[Run | None, ProblemError | None]]:
+    """Ends several attempts in one transaction, each as `complete` would (in the items'
+    order of answers; locked in run-id order, so two batches cannot deadlock). A refused
+    item (404, 409) writes nothing and does not affect the others. Call in a transaction."""
+    answers: dict[int, tuple[Run | None, ProblemError | None]] = {}
+    for index in sorted(range(len(items)), key=lambda i: (items[i].run_id, items[i].attempt)):
+        item = items[index]
+        try:
+            run, _ = await complete(conn, run_id=item.run_id, attempt=item.attempt, node=node, body=item,
+                                    notify=False)
+            answers[index] = (run, None)
+        except ProblemError as error:
+            answers[index] = (None, error)
+    if any(run is not None for run, _ in answers.values()):
+        await _notify(conn)
+    return [answers[index] for index in range(len(items))]
 
 
 async def release(conn: AsyncConnection, *, run_id: int, attempt: int, node: str) -> Run:
