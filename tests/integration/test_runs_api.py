@@ -284,6 +284,12 @@ async def test_idempotent_create_and_bad_input(client):
         response = await client.post("/v1/runs", json=body)
         assert response.status_code == status, (body, response.text)
         assert response.headers["content-type"].startswith("application/problem+json")
+    # The body is read by the route itself (a direct route): its errors name fields as FastAPI's do.
+    surprise = (await client.post("/v1/runs", json={"agent": "coder", "surprise": 1})).json()
+    assert [e["field"] for e in surprise["errors"]] == ["body.surprise"]
+    for raw in (b"{not json", b"", b"[]"):
+        broken = await client.post("/v1/runs", content=raw, headers={"Content-Type": "application/json"})
+        assert broken.status_code == 422 and broken.json()["errors"], raw
     assert (await client.get("/v1/runs/999999")).status_code == 404
     assert (await client.get("/v1/runs", params={"state": "sleeping"})).status_code == 422
     assert (await client.post("/v1/runs/1/attempts/1/events", json={"events": []})).status_code == 422

@@ -94,7 +94,8 @@ def _requires(agent: Agent, model: str | None) -> list[str]:
 
 async def create(conn: AsyncConnection, *, body: RunCreate, actor: str, limits: Limits,
                  task_exists: Any = None) -> Run:
-    """Stores a new run (queued or waiting) and its first event. Call in a transaction."""
+    """Stores a new run (queued or waiting) and its first event, in one statement (so in
+    autocommit mode, or in the caller's transaction)."""
     if len(body.input.encode()) > INPUT_MAX_BYTES:
         raise ProblemError(413, f"a run's input may hold at most {INPUT_MAX_BYTES // 1024} KiB",
                            slug="payload-too-large")
@@ -113,22 +114,25 @@ async def create(conn: AsyncConnection, *, body: RunCreate, actor: str, limits: 
                            errors=[FieldError(field="body.task_id", message="unknown task")])
     requires = _requires(agent, model)
     reason_sql = nodes.waiting_reason_sql("%(requires)s::text[]", "%(offline)s")
+    # The run, its first state event (as add_state_event writes it) and the wake-up
+    # (pg_notify, sent at commit like NOTIFY) in one statement: without a transaction
+    # around it (routes.create_run), a create is one round trip and its own commit.
     row = await (await conn.execute(
-        "INSERT INTO runs (agent, agent_version, model, executor, requires, input, task_id, state, reason, "
-        "priority, timeout_seconds, max_attempts, created_by) "
+        "WITH run AS (INSERT INTO runs (agent, agent_version, model, executor, requires, input, task_id, state, "
+        "reason, priority, timeout_seconds, max_attempts, created_by) "
         f"SELECT %(agent)s, %(version)s, %(model)s, %(executor)s, %(requires)s, %(input)s, %(task)s, "
         f"CASE WHEN reason IS NULL THEN 'queued' ELSE 'waiting' END, reason, %(priority)s, %(timeout)s, "
         f"%(attempts)s, %(actor)s FROM (SELECT {reason_sql} AS reason) why "
-        f"RETURNING {RUN_COLUMNS}",
+        f"RETURNING {RUN_COLUMNS}), "
+        "event AS (INSERT INTO run_events (run_id, attempt, kind, data) SELECT id, attempt, 'state', "
+        "jsonb_build_object('state', state, 'attempt', attempt, 'reason', reason, 'node', node) FROM run) "
+        f"SELECT run.* FROM run, (SELECT pg_notify('{NOTIFY_CHANNEL}', '')) AS wake",
         {"agent": agent.name, "version": agent.version, "model": model if agent.executor == "llm" else None,
          "executor": agent.executor, "requires": requires, "input": body.input, "task": body.task_id,
          "priority": body.priority, "timeout": body.timeout_seconds or agent.timeout_seconds
          or DEFAULT_TIMEOUT_SECONDS, "attempts": body.max_attempts or agent.max_attempts or DEFAULT_MAX_ATTEMPTS,
          "actor": actor, "offline": limits.offline_seconds})).fetchone()
-    run = _run(row)
-    await add_state_event(conn, run=run)
-    await _notify(conn)
-    return run
+    return _run(row)
 
 
 async def get(conn: AsyncConnection, *, run_id: int, for_update: bool = False) -> Run:
