@@ -192,6 +192,14 @@ class Hub(Generic[T]):
                     async with self.pool.connection(timeout=5) as conn:
                         if self.position is None:
                             self.position = await self.source.current(conn)
+                        if not self._subscriptions:
+                            # Nobody to deliver to: move to "now" without reading the rows
+                            # (run states are published whether anyone listens or not) —
+                            # unless someone attached meanwhile, at the old position.
+                            now = await self.source.current(conn)
+                            if not self._subscriptions:
+                                self.position = max(self.position, now)
+                                break
                         rows = await self.source.fetch(conn, self.position, self.batch)
                     self._fan_out(rows)
                     if len(rows) < self.batch:
