@@ -363,3 +363,22 @@ async def test_completions_in_one_call_are_answered_each_as_alone(client):
     assert bad.status_code == 422 and bad.headers["content-type"].startswith("application/problem+json")
     assert (await client.post("/v1/runs/completions", json={"items": items[:1]})).status_code == 400
     assert (await client.get(f"/v1/runs/{fourth}")).json()["state"] == "running"
+
+
+async def test_a_run_takes_the_agents_current_version_though_the_replica_has_seen_an_older(client):
+    """The replica keeps the agent versions it has read (service.create's agents_seen); a
+    new version or a deletion since is noticed by the insert itself, never used stale."""
+    text = CODER.replace("name: coder", "name: versioned")
+    v1 = (await put_agent(client, "versioned", text))["version"]
+    first = (await client.post("/v1/runs", json={"agent": "versioned", "input": "a"})).json()
+    assert first["agent_version"] == v1
+    await put_agent(client, "versioned", text.replace("You write code.", "You write tests."))
+    second = (await client.post("/v1/runs", json={"agent": "versioned", "input": "b"})).json()
+    assert second["agent_version"] == v1 + 1
+    third = (await client.post("/v1/runs", json={"agent": "versioned", "input": "c"})).json()
+    assert third["agent_version"] == v1 + 1 and third["timeout_seconds"] == 600
+    assert (await client.delete("/v1/agents/versioned")).status_code == 204
+    gone = await client.post("/v1/runs", json={"agent": "versioned", "input": "d"})
+    assert gone.status_code == 422 and gone.json()["errors"][0]["field"] == "body.agent"
+    events = (await client.get(f"/v1/runs/{third['id']}/events")).json()["items"]
+    assert [e["data"]["state"] for e in events] in ([], ["waiting"])  # one state event, none for the retry

@@ -27,6 +27,7 @@ async def _lifespan(app):
     settings = app.state.settings
     wakeup = streams.Wakeup()
     app.state.runs_wakeup = wakeup
+    app.state.runs_agents_seen = {}  # service.create: agent versions read, checked at each insert
     listener = asyncio.create_task(
         streams.listen_forever(settings.database_url.get_secret_value(), service.NOTIFY_CHANNEL, wakeup),
         name="runs-listen")

@@ -173,7 +173,7 @@ def router_factory():
                 if stored is not None:
                     return JSONResponse(stored.response, status_code=stored.status)
             run = await service.create(conn, body=body, actor=actor_name(principal), limits=limits_of(app),
-                                       task_exists=_task_exists)
+                                       task_exists=_task_exists, agents_seen=app.state.runs_agents_seen)
             await outcomes.apply(conn, [run], app.state.settings)
             answer = run.model_dump(mode="json")
             if idempotency_key is not None:

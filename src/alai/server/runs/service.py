@@ -93,17 +93,41 @@ def _requires(agent: Agent, model: str | None) -> list[str]:
 
 
 async def create(conn: AsyncConnection, *, body: RunCreate, actor: str, limits: Limits,
-                 task_exists: Any = None) -> Run:
+                 task_exists: Any = None, agents_seen: dict[str, Agent] | None = None) -> Run:
     """Stores a new run (queued or waiting) and its first event, in one statement (so in
-    autocommit mode, or in the caller's transaction)."""
+    autocommit mode, or in the caller's transaction).
+
+    `agents_seen` (the replica's, name → the version last read) saves reading the agent
+    for every run: a version never changes, and the insert happens only if the version
+    used is still the agent's current one (checked in the same statement); if not — a
+    new version, or deleted — the agent is read again and the insert tried once more."""
     if len(body.input.encode()) > INPUT_MAX_BYTES:
         raise ProblemError(413, f"a run's input may hold at most {INPUT_MAX_BYTES // 1024} KiB",
                            slug="payload-too-large")
-    try:
-        agent = await agents.get(conn, name=agents.check_name(body.agent))
-    except ProblemError as error:
-        raise ProblemError(422, error.detail, slug="unknown-agent",
-                           errors=[FieldError(field="body.agent", message="unknown agent")]) from None
+    name = agents.check_name(body.agent)
+    agent = agents_seen.get(name) if agents_seen is not None else None
+    for _ in range(3):
+        if agent is None:
+            try:
+                agent = await agents.get(conn, name=name)
+            except ProblemError as error:
+                raise ProblemError(422, error.detail, slug="unknown-agent",
+                                   errors=[FieldError(field="body.agent", message="unknown agent")]) from None
+            if agents_seen is not None:
+                agents_seen[name] = agent
+        row = await _insert(conn, agent=agent, body=body, actor=actor, limits=limits, task_exists=task_exists)
+        if row is not None:
+            return _run(row)
+        agent = None  # not its current version any more: read it again
+        if agents_seen is not None:
+            agents_seen.pop(name, None)
+    raise ProblemError(409, f"agent {name!r} kept changing while the run was created; try again",
+                       slug="agent-changed")
+
+
+async def _insert(conn: AsyncConnection, *, agent: Agent, body: RunCreate, actor: str, limits: Limits,
+                  task_exists: Any) -> dict[str, Any] | None:
+    """The run row, or None if `agent` is no longer the current version of its agent."""
     model = body.model or (agent.model if agent.model not in (None, "inherit") else None) or limits.default_model
     if agent.executor == "llm" and model is None:
         raise ProblemError(422, f"agent {agent.name!r} names no model and the server has no default; pass one "
@@ -117,12 +141,14 @@ async def create(conn: AsyncConnection, *, body: RunCreate, actor: str, limits: 
     # The run, its first state event (as add_state_event writes it) and the wake-up
     # (pg_notify, sent at commit like NOTIFY) in one statement: without a transaction
     # around it (routes.create_run), a create is one round trip and its own commit.
-    row = await (await conn.execute(
+    return await (await conn.execute(
         "WITH run AS (INSERT INTO runs (agent, agent_version, model, executor, requires, input, task_id, state, "
         "reason, priority, timeout_seconds, max_attempts, created_by) "
         f"SELECT %(agent)s, %(version)s, %(model)s, %(executor)s, %(requires)s, %(input)s, %(task)s, "
         f"CASE WHEN reason IS NULL THEN 'queued' ELSE 'waiting' END, reason, %(priority)s, %(timeout)s, "
         f"%(attempts)s, %(actor)s FROM (SELECT {reason_sql} AS reason) why "
+        "WHERE EXISTS (SELECT 1 FROM run_agents WHERE name = %(agent)s AND version = %(version)s "
+        "AND deleted_at IS NULL) "
         f"RETURNING {RUN_COLUMNS}), "
         "event AS (INSERT INTO run_events (run_id, attempt, kind, data) SELECT id, attempt, 'state', "
         "jsonb_build_object('state', state, 'attempt', attempt, 'reason', reason, 'node', node) FROM run) "
@@ -132,7 +158,6 @@ async def create(conn: AsyncConnection, *, body: RunCreate, actor: str, limits: 
          "priority": body.priority, "timeout": body.timeout_seconds or agent.timeout_seconds
          or DEFAULT_TIMEOUT_SECONDS, "attempts": body.max_attempts or agent.max_attempts or DEFAULT_MAX_ATTEMPTS,
          "actor": actor, "offline": limits.offline_seconds})).fetchone()
-    return _run(row)
 
 
 async def get(conn: AsyncConnection, *, run_id: int, for_update: bool = False) -> Run:
