@@ -33,6 +33,14 @@ async def create(client, n: int) -> list[int]:
     return ids
 
 
+async def started_hub(app, **options) -> streams.Hub:
+    """A hub of its own on the app's HiveMind table (quick ticks), started."""
+    hub = streams.Hub(source=hive_lifespan.source(), pool=app.state.pool,
+                      conninfo=app.state.settings.database_url.get_secret_value(), poll_seconds=0.2, **options)
+    await hub.start()
+    return hub
+
+
 async def test_catch_up_then_live_without_gaps(app, client):
     hub: streams.Hub = app.state.hive_hub
     async with app.state.pool.connection() as conn:
@@ -50,10 +58,7 @@ async def test_catch_up_then_live_without_gaps(app, client):
 
 
 async def test_a_stalled_subscriber_overflows_and_the_others_keep_going(app, client):
-    hub = streams.Hub(source=hive_lifespan.source(), pool=app.state.pool,
-                      conninfo=app.state.settings.database_url.get_secret_value(), buffer=4, batch=2,
-                      poll_seconds=0.2)
-    await hub.start()
+    hub = await started_hub(app, buffer=4, batch=2)
     try:
         stalled = hub.subscribe(after=None, accepts=lambda event: True)
         eager = hub.subscribe(after=None, accepts=lambda event: True)
@@ -78,9 +83,7 @@ async def test_a_sink_takes_live_chunks_in_order_and_a_refusal_goes_through_the_
     """The direct path: chunks go straight to the sink while it accepts; one it refuses
     (its connection applying back-pressure) and those after it come out of the iterator;
     once those are consumed, the sink is used again. Nothing lost, repeated or reordered."""
-    hub = streams.Hub(source=hive_lifespan.source(), pool=app.state.pool,
-                      conninfo=app.state.settings.database_url.get_secret_value(), poll_seconds=0.2)
-    await hub.start()
+    hub = await started_hub(app)
     delivered: list[tuple[str, int]] = []
     accepting = True
 
@@ -122,14 +125,16 @@ async def test_a_sink_takes_live_chunks_in_order_and_a_refusal_goes_through_the_
 
 
 async def test_a_refusing_sink_with_a_stalled_subscriber_still_overflows(app, client):
-    hub = streams.Hub(source=hive_lifespan.source(), pool=app.state.pool,
-                      conninfo=app.state.settings.database_url.get_secret_value(), buffer=4, batch=2,
-                      poll_seconds=0.2)
-    await hub.start()
+    hub = await started_hub(app, buffer=4, batch=2)
     try:
         stalled = hub.subscribe_chunks(after=None, accepts=lambda event: True, sink=lambda chunk: False)
+        eager = hub.subscribe(after=None, accepts=lambda event: True)
         assert (await anext(stalled)).rows == []  # attached (a keep-alive tick); then it stops reading
+        eager_reader = asyncio.create_task(next_rows(eager, 8))
+        await asyncio.sleep(0.3)  # attached
         ids = await create(client, 8)
+        assert [e.id for e in await eager_reader] == ids  # all fanned out before the stalled one reads again
+        await eager.aclose()
         received: list[int] = []
         with pytest.raises(streams.Overflow):
             async for chunk in stalled:

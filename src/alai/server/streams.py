@@ -85,13 +85,10 @@ class Chunk(Generic[T]):
     what is made of it (a JSON array, a WebSocket frame) is made once for all."""
 
     rows: list[T]
-    _text: str | None = None
     _made: dict[str, Any] | None = None
 
     def json_array(self, encode: Callable[[T], str]) -> str:
-        if self._text is None:
-            self._text = "[" + ",".join(encode(row) for row in self.rows) + "]"
-        return self._text
+        return self.once("json-array", lambda chunk: "[" + ",".join(encode(row) for row in chunk.rows) + "]")
 
     def once(self, name: str, make: Callable[[Chunk[T]], Any]) -> Any:
         """`make(self)`, made once per chunk under `name` and shared by its subscribers."""

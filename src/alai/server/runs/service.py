@@ -100,7 +100,7 @@ async def create(conn: AsyncConnection, *, body: RunCreate, actor: str, limits: 
     `agents_seen` (the replica's, name → the version last read) saves reading the agent
     for every run: a version never changes, and the insert happens only if the version
     used is still the agent's current one (checked in the same statement); if not — a
-    new version, or deleted — the agent is read again and the insert tried once more."""
+    new version, or deleted — the agent is read again and the insert tried again."""
     if len(body.input.encode()) > INPUT_MAX_BYTES:
         raise ProblemError(413, f"a run's input may hold at most {INPUT_MAX_BYTES // 1024} KiB",
                            slug="payload-too-large")
