@@ -229,6 +229,11 @@ async def test_a_run_linked_to_a_task_comments_and_moves_it(client):
     assert after["status"] == "done"
     comments = (await client.get(f"/v1/mc/tasks/{task['id']}/comments")).json()
     assert any("inbox sorted" in c["body"] and f"Run {run['id']}" in c["body"] for c in comments)
+    # A retried completion (its answer was lost) answers as the first did and comments no more.
+    again = await client.post(f"/v1/runs/{run['id']}/attempts/1/complete", headers=NODE,
+                              json={"outcome": "succeeded", "output": "inbox sorted"})
+    assert again.status_code == 200 and again.json()["state"] == "succeeded"
+    assert (await client.get(f"/v1/mc/tasks/{task['id']}/comments")).json() == comments
 
 
 async def test_the_stream_follows_a_run_to_its_end_and_resumes(client):
@@ -363,6 +368,33 @@ async def test_completions_in_one_call_are_answered_each_as_alone(client):
     assert bad.status_code == 422 and bad.headers["content-type"].startswith("application/problem+json")
     assert (await client.post("/v1/runs/completions", json={"items": items[:1]})).status_code == 400
     assert (await client.get(f"/v1/runs/{fourth}")).json()["state"] == "running"
+
+
+async def test_a_batch_naming_a_run_twice_is_answered_as_two_calls_in_turn(client):
+    """Items of one batch for the same run are decided in turn: a repeat of a completion
+    earlier in the batch answers as it did, and one after a retry finds the run queued."""
+    await put_agent(client, "tasker", TASKER)
+    await register(client, "anvil", "alaiml-task:latest")
+    done, retried = [(await client.post("/v1/runs", json={"agent": "tasker", "input": n, "priority": 100})
+                      ).json()["id"] for n in ("a", "b")]
+    assert sorted(c["run"]["id"] for c in await claim(client, capacity=2)) == [done, retried]
+    item = {"run_id": done, "attempt": 1, "outcome": "succeeded", "output": "A", "usage": {"tokens": 3}}
+    failed = {"run_id": retried, "attempt": 1, "outcome": "failed", "error": "oom"}
+    answer = (await client.post("/v1/runs/completions", headers=NODE,
+                                json={"items": [failed, item, failed, item]})).json()["items"]
+    assert [a["status"] for a in answer] == [200, 200, 409, 200]
+    assert answer[1]["run"] == answer[3]["run"] and answer[1]["run"]["state"] == "succeeded"
+    assert answer[0]["run"]["state"] == "queued" and "it is queued" in answer[2]["problem"]["detail"]
+    result = (await client.get(f"/v1/runs/{done}/result")).json()
+    assert result["output"] == "A" and result["usage"] == {"tokens": 3}
+    async def requeued():
+        items = (await client.get(f"/v1/runs/{retried}/events")).json()["items"]
+        return [e["data"] for e in items if e["kind"] == "state"] if len(items) == 3 else None
+    states = await wait_for(requeued)
+    assert [s["state"] for s in states] == ["queued", "running", "queued"] and states[-1]["error"] == "oom"
+    assert [e["data"]["state"] for e in await events_of(client, done) if e["kind"] == "state"] == [
+        "queued", "running", "succeeded"]
+    assert "error" not in (await events_of(client, done))[-1]["data"]
 
 
 async def test_a_run_takes_the_agents_current_version_though_the_replica_has_seen_an_older(client):

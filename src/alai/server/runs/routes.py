@@ -361,10 +361,10 @@ def router_factory():
         cancelled or timed out. 409 if the attempt is not current any more."""
         node = await _node_of(conn, principal, x_alai_node)
         async with conn.transaction():
-            run, _ = await service.complete(conn, run_id=run_id, attempt=attempt, node=node, body=body)
-            await outcomes.apply(conn, [run], request.app.state.settings)
-        await after_commit(request.app, [run])
-        return run
+            ended = await service.complete(conn, run_id=run_id, attempt=attempt, node=node, body=body)
+            await outcomes.apply(conn, ended.changed, request.app.state.settings)
+        await after_commit(request.app, ended.changed)
+        return ended.answers[0][0]
 
     @router.post("/runs/completions", response_model=CompletionResults)
     async def complete_many(body: Completions, request: Request, conn: Connection,
@@ -376,15 +376,14 @@ def router_factory():
         problem (404, 409), which leaves the other items alone."""
         node = await _node_of(conn, principal, x_alai_node)
         async with conn.transaction():
-            answers = await service.complete_many(conn, node=node, items=body.items)
-            changed = [run for run, _ in answers if run is not None]
-            await outcomes.apply(conn, changed, request.app.state.settings)
-        await after_commit(request.app, changed)
+            ended = await service.complete_many(conn, node=node, items=body.items)
+            await outcomes.apply(conn, ended.changed, request.app.state.settings)
+        await after_commit(request.app, ended.changed)
         return CompletionResults(items=[
             CompletionResult(run_id=item.run_id, attempt=item.attempt, status=200, run=run) if run is not None
             else CompletionResult(run_id=item.run_id, attempt=item.attempt, status=error.status,
                                   problem=problem_body(error))
-            for item, (run, error) in zip(body.items, answers, strict=True)])
+            for item, (run, error) in zip(body.items, ended.answers, strict=True)])
 
     @router.post("/runs/{run_id}/attempts/{attempt}/release", response_model=Run)
     async def release(run_id: int, attempt: int, request: Request, conn: Connection,

@@ -275,7 +275,7 @@ WITH picked AS (
 )
 SELECT {', '.join('c.' + column for column in RUN_COLUMNS.split(', '))}, c.input, c.deadline,
        v.definition, v.front_matter, v.system_prompt, v.created_at AS agent_updated_at,
-       v.created_by AS agent_updated_by
+       v.created_by AS agent_updated_by, pg_notify('{NOTIFY_CHANNEL}', '') IS NULL AS woken
 FROM claimed c JOIN run_agent_versions v ON v.name = c.agent AND v.version = c.agent_version
 ORDER BY c.priority DESC, c.id
 """
@@ -283,12 +283,11 @@ ORDER BY c.priority DESC, c.id
 
 async def claim(conn: AsyncConnection, *, node: str, capabilities: list[str], capacity: int,
                 limits: Limits) -> list[Claim]:
-    """Up to `capacity` runs this node can execute, now running on it (autocommit: one statement)."""
+    """Up to `capacity` runs this node can execute, now running on it, their state events
+    written and followers woken (pg_notify per row, folded into one at commit): in
+    autocommit mode one statement and one commit."""
     rows = await (await conn.execute(CLAIM, {"caps": capabilities, "capacity": capacity, "node": node,
                                              "lease": limits.lease_seconds})).fetchall()
-    if not rows:
-        return []
-    await _notify(conn)
     claims = []
     for row in rows:
         agent = agents.describe(row["agent"], row["agent_version"], row["definition"], row["front_matter"],
@@ -348,59 +347,108 @@ async def add_events(conn: AsyncConnection, *, run_id: int, attempt: int, node: 
     await _notify(conn)
 
 
-async def complete(conn: AsyncConnection, *, run_id: int, attempt: int, node: str,
-                   body: Completion, notify: bool = True) -> tuple[Run, bool]:
-    """Ends an attempt: (run, finished). A failed attempt with attempts left goes back
-    to the queue; a repeated completion of the same attempt answers as the first did.
-    Refusals (404, 409) come before any write. `notify=False`: the caller sends the
-    transaction's one NOTIFY itself (a batch of completions)."""
-    row = await (await conn.execute(f"SELECT {RUN_COLUMNS}, returned FROM runs WHERE id = %s FOR UPDATE",
-                                    (run_id,))).fetchone()
-    if row is None:
-        raise ProblemError(404, f"there is no run {run_id}", slug="unknown-run")
-    current = _run(row)
-    if current.attempt == attempt and current.node == node and current.state in FINAL_STATES:
-        return current, True  # a retry of a completion that landed
-    _check_current(current, attempt=attempt, node=node)
-    retry = body.outcome == "failed" and attempt - row["returned"] < current.max_attempts \
-        and not current.cancel_requested
-    if retry:
-        reason = f"attempt {attempt} failed on {node}: {(body.error or 'no detail')[:300]}; retrying"
-        updated = await (await conn.execute(
-            "UPDATE runs SET state = 'queued', reason = %s, node = NULL, lease_expires_at = NULL, deadline = NULL, "
-            f"error = %s, updated_at = now() WHERE id = %s RETURNING {RUN_COLUMNS}",
-            (reason, body.error, run_id))).fetchone()
-    else:
-        reason = None if body.outcome == "succeeded" else (body.error or body.outcome)[:1000]
-        updated = await (await conn.execute(
-            "UPDATE runs SET state = %s, reason = %s, output = %s, error = %s, usage = %s, lease_expires_at = NULL, "
-            f"finished_at = now(), updated_at = now() WHERE id = %s RETURNING {RUN_COLUMNS}",
-            (body.outcome, reason, body.output, body.error, Jsonb(body.usage) if body.usage is not None else None,
-             run_id))).fetchone()
-    run = _run(updated)
-    await add_state_event(conn, run=run, data={"error": body.error} if body.error else None)
-    if notify:
-        await _notify(conn)
-    return run, not retry
+LOCK_RUNS = f"SELECT {RUN_COLUMNS}, returned FROM runs WHERE id = ANY(%s) ORDER BY id FOR UPDATE"
+
+# Every decided end of an attempt in one statement: the runs' rows, their state events
+# (as add_state_event writes them, in run-id order) and the wake-up (pg_notify, sent
+# at commit). `retry`: the attempt failed with attempts left, so the run is queued
+# again and keeps its earlier output; else it is final.
+END_ATTEMPTS = f"""
+WITH ended AS (
+    SELECT * FROM unnest(%(ids)s::bigint[], %(states)s::text[], %(reasons)s::text[], %(outputs)s::text[],
+                         %(errors)s::text[], %(usages)s::jsonb[], %(retries)s::boolean[])
+        AS e(id, state, reason, output, error, usage, retry)
+), updated AS (
+    UPDATE runs r SET state = e.state, reason = e.reason, error = e.error, lease_expires_at = NULL,
+        node = CASE WHEN e.retry THEN NULL ELSE r.node END,
+        deadline = CASE WHEN e.retry THEN NULL ELSE r.deadline END,
+        output = CASE WHEN e.retry THEN r.output ELSE e.output END,
+        usage = CASE WHEN e.retry THEN r.usage ELSE e.usage END,
+        finished_at = CASE WHEN e.retry THEN r.finished_at ELSE now() END,
+        updated_at = now()
+    FROM ended e WHERE r.id = e.id
+    RETURNING {', '.join('r.' + column for column in RUN_COLUMNS.split(', '))}, r.error
+), logged AS (
+    INSERT INTO run_events (run_id, attempt, kind, data)
+    SELECT id, attempt, 'state', jsonb_build_object('state', state, 'attempt', attempt, 'reason', reason,
+                                                    'node', node)
+        || CASE WHEN coalesce(error, '') = '' THEN '{{}}'::jsonb ELSE jsonb_build_object('error', error) END
+    FROM updated ORDER BY id
+)
+SELECT updated.*, pg_notify('{NOTIFY_CHANNEL}', '') IS NULL AS woken FROM updated
+"""
 
 
-async def complete_many(conn: AsyncConnection, *, node: str,
-                        items: list[CompletionItem]) -> list[tuple[Run | None, ProblemError | None]]:
-    """Ends several attempts in one transaction, each as `complete` would (in the items'
-    order of answers; locked in run-id order, so two batches cannot deadlock). A refused
-    item (404, 409) writes nothing and does not affect the others. Call in a transaction."""
-    answers: dict[int, tuple[Run | None, ProblemError | None]] = {}
+@dataclass
+class Ended:
+    """What complete_many did: an answer per item (the run, or the problem), in the
+    items' order, and the runs it changed (not the repeats of completions that landed)."""
+
+    answers: list[tuple[Run | None, ProblemError | None]]
+    changed: list[Run]
+
+
+async def complete(conn: AsyncConnection, *, run_id: int, attempt: int, node: str, body: Completion) -> Ended:
+    """Ends an attempt (see complete_many); raises the problem (404, 409) if refused."""
+    item = CompletionItem(run_id=run_id, attempt=attempt, **body.model_dump())
+    ended = await complete_many(conn, node=node, items=[item])
+    error = ended.answers[0][1]
+    if error is not None:
+        raise error
+    return ended
+
+
+async def complete_many(conn: AsyncConnection, *, node: str, items: list[CompletionItem]) -> Ended:
+    """Ends attempts: succeeded, cancelled, timed out, or failed — queued again while
+    attempts remain (the ones given back not counted) and no cancel was asked. A
+    repeated completion of the same attempt answers as the first did and changes
+    nothing; an attempt that is not current is refused (409) and an unknown run (404),
+    writing nothing and leaving the other items alone. Two statements whatever the
+    number of items: the runs locked in id order (two batches cannot deadlock), then
+    every write (END_ATTEMPTS). Call in a transaction."""
+    rows = await (await conn.execute(LOCK_RUNS, (sorted({item.run_id for item in items}),))).fetchall()
+    current = {row["id"]: (_run(row), row["returned"]) for row in rows}
+    answers: list[tuple[Run | None, ProblemError | None]] = [(None, None)] * len(items)
+    decided: dict[int, tuple[Run, dict[str, Any]]] = {}  # run id → (the run as ended, the write)
+    landed: dict[int, int] = {}  # item index → run id, answered with the run once written
     for index in sorted(range(len(items)), key=lambda i: (items[i].run_id, items[i].attempt)):
         item = items[index]
+        if item.run_id not in current:
+            answers[index] = (None, ProblemError(404, f"there is no run {item.run_id}", slug="unknown-run"))
+            continue
+        returned = current[item.run_id][1]
+        run = decided[item.run_id][0] if item.run_id in decided else current[item.run_id][0]
+        if run.attempt == item.attempt and run.node == node and run.state in FINAL_STATES:
+            landed[index] = run.id  # a retry of a completion that landed (maybe earlier in this batch)
+            continue
         try:
-            run, _ = await complete(conn, run_id=item.run_id, attempt=item.attempt, node=node, body=item,
-                                    notify=False)
-            answers[index] = (run, None)
+            _check_current(run, attempt=item.attempt, node=node)
         except ProblemError as error:
             answers[index] = (None, error)
-    if any(run is not None for run, _ in answers.values()):
-        await _notify(conn)
-    return [answers[index] for index in range(len(items))]
+            continue
+        retry = item.outcome == "failed" and item.attempt - returned < run.max_attempts and not run.cancel_requested
+        if retry:
+            state = "queued"
+            reason = f"attempt {item.attempt} failed on {node}: {(item.error or 'no detail')[:300]}; retrying"
+        else:
+            state, reason = item.outcome, None if item.outcome == "succeeded" else (item.error or item.outcome)[:1000]
+        decided[run.id] = (run.model_copy(update={"state": state, "node": None if retry else run.node}),
+                           {"id": run.id, "state": state, "reason": reason, "output": item.output,
+                            "error": item.error, "usage": Jsonb(item.usage) if item.usage is not None else None,
+                            "retry": retry, "index": index})
+    written: dict[int, Run] = {}
+    if decided:
+        writes = [write for _, write in decided.values()]
+        columns = {"ids": "id", "states": "state", "reasons": "reason", "outputs": "output", "errors": "error",
+                   "usages": "usage", "retries": "retry"}
+        params = {name: [write[key] for write in writes] for name, key in columns.items()}
+        for row in await (await conn.execute(END_ATTEMPTS, params)).fetchall():
+            written[row["id"]] = _run(row)
+        for _, write in decided.values():
+            answers[write["index"]] = (written[write["id"]], None)
+    for index, run_id in landed.items():
+        answers[index] = (written.get(run_id) or current[run_id][0], None)
+    return Ended(answers=answers, changed=[written[run_id] for run_id in sorted(written)])
 
 
 async def release(conn: AsyncConnection, *, run_id: int, attempt: int, node: str) -> Run:
