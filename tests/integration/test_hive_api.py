@@ -34,6 +34,22 @@ async def test_publish_history_and_topics(client):
     assert topics["agents.status"]["message_count"] == 7 and topics["agents.status"]["last_message_at"]
 
 
+async def test_payloads_keys_and_headers_come_back_as_sent(client):
+    """Every character an array literal would have to quote or escape survives the store
+    (the publish sends its arrays in binary)."""
+    awkward = 'NULL, "quoted" {braced} back\\slash\ttab\nnewline ünï ☃ 𝄞'
+    messages = [{"text": awkward, "key": awkward, "headers": {awkward: awkward}},
+                {"json": {"nested": [awkward, None, 1.5, {"": "NULL"}]}, "key": "NULL"},
+                {"text": ""}, {"json": None}, {"text": "NULL"}]
+    batch = await client.post("/v1/hive/topics/odd.chars/batch", json={"messages": messages})
+    assert batch.status_code == 201, batch.text
+    items = (await client.get("/v1/hive/topics/odd.chars/messages")).json()["items"]
+    assert [(m["payload"], m["key"], m["headers"]) for m in items] == [
+        (awkward, awkward, {awkward: awkward}), ({"nested": [awkward, None, 1.5, {"": "NULL"}]}, "NULL", {}),
+        ("", None, {}), (None, None, {}), ("NULL", None, {})]
+    assert [m["content_type"] for m in items] == ["text", "json", "text", "json", "text"]
+
+
 async def test_idempotent_publish_is_stored_once(client):
     headers = {"Idempotency-Key": "pub-1"}
     results = await asyncio.gather(*[client.post("/v1/hive/topics/once.only/messages", json={"json": 1},

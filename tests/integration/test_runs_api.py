@@ -2,6 +2,7 @@
 guarded writes), leases, cancel, outcomes on Mission Control and HiveMind, bad input."""
 
 import asyncio
+from datetime import datetime
 
 import pytest
 
@@ -130,6 +131,12 @@ async def test_a_run_waits_for_a_capable_node_then_runs_to_success(client):
         return history if len(history) >= 4 else None
     history = await wait_for(published)
     assert [m["payload"]["state"] for m in history] == ["waiting", "queued", "running", "succeeded"]
+    last = history[-1]
+    assert (last["key"], last["content_type"], last["headers"]) == (str(run["id"]), "json", {})
+    assert last["payload"] | {"at": None} == {"run_id": run["id"], "agent": "tasker", "state": "succeeded",
+                                              "attempt": 1, "node": "anvil", "reason": None, "task_id": None,
+                                              "at": None}
+    assert datetime.fromisoformat(last["payload"]["at"]).tzinfo is not None
 
 
 async def test_an_expired_lease_requeues_and_the_old_attempt_is_refused(client):

@@ -133,8 +133,10 @@ async def publish_groups(conn: AsyncConnection, groups: list[Group]) -> list[Pub
     order: see the module docstring). In autocommit mode that statement is the
     transaction (the group commit of hive/publisher.py)."""
     flat = [(group.topic, group.sender, message) for group in groups for message in group.messages]
+    # %b: arrays in binary. In text, psycopg quotes and escapes every element in Python
+    # (~14 µs for a small JSON payload against ~0.2 µs), which a busy publisher pays per message.
     cursor = await conn.execute(
-        "SELECT out_id AS id, out_tx AS tx FROM hive_publish(%s, %s, %s, %s, %s, %s)",
+        "SELECT out_id AS id, out_tx AS tx FROM hive_publish(%b, %b, %b, %b, %b, %b)",
         ([f[0] for f in flat], [f[1] for f in flat], [f[2].content_type for f in flat], [f[2].payload for f in flat],
          [f[2].key for f in flat], [f[2].headers for f in flat]),
     )

@@ -9,6 +9,7 @@ HiveMind messages are published after that transaction commits (publish_states).
 
 from __future__ import annotations
 
+import orjson
 import structlog
 from psycopg import AsyncConnection
 from psycopg.types.json import Jsonb
@@ -68,13 +69,14 @@ async def _task_outcome(conn: AsyncConnection, run: Run, settings: Settings) -> 
 
 
 def _group(run: Run):
+    """The run's state as a HiveMind message, encoded here (what hive.prepare would make
+    of it: a small JSON object, far below the size limit) — one per state change."""
     from alai.server.hive import service as hive
-    from alai.wire.hive import MessageIn
 
-    message = MessageIn.model_validate({"json": {
-        "run_id": run.id, "agent": run.agent, "state": run.state, "attempt": run.attempt, "node": run.node,
-        "reason": run.reason, "task_id": run.task_id, "at": run.updated_at.isoformat()}, "key": str(run.id)})
-    return hive.Group(f"runs.{run.agent}", ACTOR, [hive.prepare(message)])
+    payload = orjson.dumps({"run_id": run.id, "agent": run.agent, "state": run.state, "attempt": run.attempt,
+                            "node": run.node, "reason": run.reason, "task_id": run.task_id,
+                            "at": run.updated_at.isoformat()}).decode()
+    return hive.Group(f"runs.{run.agent}", ACTOR, [hive.Prepared("json", payload, str(run.id), "{}")])
 
 
 async def publish_states(app, runs: list[Run]) -> None:

@@ -137,14 +137,14 @@ async def _insert(conn: AsyncConnection, *, agent: Agent, body: RunCreate, actor
         raise ProblemError(422, f"there is no Mission Control task {body.task_id!r}", slug="unknown-task",
                            errors=[FieldError(field="body.task_id", message="unknown task")])
     requires = _requires(agent, model)
-    reason_sql = nodes.waiting_reason_sql("%(requires)s::text[]", "%(offline)s")
+    reason_sql = nodes.waiting_reason_sql("%(requires)b::text[]", "%(offline)s")
     # The run, its first state event (as add_state_event writes it) and the wake-up
     # (pg_notify, sent at commit like NOTIFY) in one statement: without a transaction
     # around it (routes.create_run), a create is one round trip and its own commit.
     return await (await conn.execute(
         "WITH run AS (INSERT INTO runs (agent, agent_version, model, executor, requires, input, task_id, state, "
         "reason, priority, timeout_seconds, max_attempts, created_by) "
-        f"SELECT %(agent)s, %(version)s, %(model)s, %(executor)s, %(requires)s, %(input)s, %(task)s, "
+        f"SELECT %(agent)s, %(version)s, %(model)s, %(executor)s, %(requires)b, %(input)s, %(task)s, "
         f"CASE WHEN reason IS NULL THEN 'queued' ELSE 'waiting' END, reason, %(priority)s, %(timeout)s, "
         f"%(attempts)s, %(actor)s FROM (SELECT {reason_sql} AS reason) why "
         "WHERE EXISTS (SELECT 1 FROM run_agents WHERE name = %(agent)s AND version = %(version)s "
@@ -256,7 +256,7 @@ async def event_position(conn: AsyncConnection, *, run_id: int, value: str | Non
 CLAIM = f"""
 WITH picked AS (
     SELECT id FROM runs
-    WHERE state IN ('queued', 'waiting') AND requires <@ %(caps)s::text[]
+    WHERE state IN ('queued', 'waiting') AND requires <@ %(caps)b::text[]
     ORDER BY priority DESC, id
     LIMIT %(capacity)s
     FOR UPDATE SKIP LOCKED
@@ -299,7 +299,7 @@ async def claim(conn: AsyncConnection, *, node: str, capabilities: list[str], ca
 
 RENEW = """
 UPDATE runs SET lease_expires_at = now() + make_interval(secs => %(lease)s)
-FROM unnest(%(ids)s::bigint[], %(attempts)s::integer[]) AS held(id, attempt)
+FROM unnest(%(ids)b::bigint[], %(attempts)b::integer[]) AS held(id, attempt)
 WHERE runs.id = held.id AND runs.attempt = held.attempt AND runs.state = 'running' AND runs.node = %(node)s
 RETURNING runs.id, runs.attempt, runs.cancel_requested, runs.deadline < now() AS overdue
 """
@@ -347,7 +347,9 @@ async def add_events(conn: AsyncConnection, *, run_id: int, attempt: int, node: 
     await _notify(conn)
 
 
-LOCK_RUNS = f"SELECT {RUN_COLUMNS}, returned FROM runs WHERE id = ANY(%s) ORDER BY id FOR UPDATE"
+# Arrays go in binary (%b) in the runner's busy statements: psycopg escapes a text
+# array's elements one by one in Python (hive.service.publish_groups says more).
+LOCK_RUNS = f"SELECT {RUN_COLUMNS}, returned FROM runs WHERE id = ANY(%b::bigint[]) ORDER BY id FOR UPDATE"
 
 # Every decided end of an attempt in one statement: the runs' rows, their state events
 # (as add_state_event writes them, in run-id order) and the wake-up (pg_notify, sent
@@ -355,8 +357,8 @@ LOCK_RUNS = f"SELECT {RUN_COLUMNS}, returned FROM runs WHERE id = ANY(%s) ORDER 
 # again and keeps its earlier output; else it is final.
 END_ATTEMPTS = f"""
 WITH ended AS (
-    SELECT * FROM unnest(%(ids)s::bigint[], %(states)s::text[], %(reasons)s::text[], %(outputs)s::text[],
-                         %(errors)s::text[], %(usages)s::jsonb[], %(retries)s::boolean[])
+    SELECT * FROM unnest(%(ids)b::bigint[], %(states)b::text[], %(reasons)b::text[], %(outputs)b::text[],
+                         %(errors)b::text[], %(usages)b::jsonb[], %(retries)b::boolean[])
         AS e(id, state, reason, output, error, usage, retry)
 ), updated AS (
     UPDATE runs r SET state = e.state, reason = e.reason, error = e.error, lease_expires_at = NULL,
