@@ -101,6 +101,69 @@ async def test_memory_with_versions_and_change_events(client):
         ("set", "memory/7"), ("deleted", "memory/7")]
 
 
+async def test_memory_writes_that_race_are_decided_one_after_the_other(client):
+    """If-None-Match: * creates once however many race; If-Match decides against the
+    version the write locked; a value JSON cannot hold is a 422, never a 500."""
+    created = await asyncio.gather(*[client.put("/v1/hive/memory/race/key", json={"value": n},
+                                                headers={"If-None-Match": "*"}) for n in range(8)])
+    assert sorted(r.status_code for r in created) == [201] + [412] * 7
+    assert (await client.get("/v1/hive/memory/race/key")).json()["version"] == 1
+    updates = await asyncio.gather(*[client.put("/v1/hive/memory/race/key", json={"value": n},
+                                                headers={"If-Match": '"1"'}) for n in range(4)])
+    assert sorted(r.status_code for r in updates) == [200, 412, 412, 412]
+    deletes = await asyncio.gather(*[client.delete("/v1/hive/memory/race/key", headers={"If-Match": '"2"'}),
+                                     client.put("/v1/hive/memory/race/key", json={"value": "new"},
+                                                headers={"If-Match": '"2"'})])
+    assert sorted(r.status_code for r in deletes) in ([200, 404], [204, 412])  # one of them, never both
+    events = (await client.get("/v1/hive/topics/hive.memory.race/messages")).json()["items"]
+    assert [e["payload"]["version"] for e in events][:2] == [1, 2] and len(events) == 3
+    nan = await client.put("/v1/hive/memory/race/nan", content=b'{"value": NaN}',
+                           headers={"Content-Type": "application/json"})
+    assert nan.status_code == 422 and nan.headers["content-type"].startswith("application/problem+json")
+    assert (await client.get("/v1/hive/memory/race/nan")).status_code == 404
+
+
+async def test_a_topics_messages_are_delivered_in_commit_order(app, client, database_url):
+    """A publish whose transaction writes something else first (here its idempotency
+    record, held up by another transaction) gets its transaction id early; a plain
+    publish on the same topic must not commit ahead of it and then be delivered after
+    it. The topic's lock comes first, so the plain publish waits and both are in order."""
+    import psycopg
+
+    from alai.server.hive import service
+
+    probe = await client.post("/v1/hive/topics/in.order/messages", json={"text": "probe"},
+                              headers={"Idempotency-Key": "probe"})
+    async with app.state.pool.connection() as conn:
+        principal = (await (await conn.execute("SELECT principal FROM hive_idempotency WHERE key = 'probe'"))
+                     .fetchone())["principal"]
+        start = await service.position_of_id(conn, message_id=probe.json()["ids"][0])
+    holder = psycopg.connect(database_url)  # holds the same key's record, uncommitted
+    committed: list[str] = []
+    try:
+        holder.execute("INSERT INTO hive_idempotency (principal, key, request_hash, status, response) "
+                       "VALUES (%s, 'held', 'x', 0, 'null')", (principal,))
+
+        async def publish(text, **headers):
+            response = await client.post("/v1/hive/topics/in.order/messages", json={"text": text}, headers=headers)
+            assert response.status_code == 201, response.text
+            committed.append(text)
+        keyed = asyncio.create_task(publish("keyed", **{"Idempotency-Key": "held"}))
+        await asyncio.sleep(0.5)  # the keyed publish now waits for the holder's record
+        plain = asyncio.create_task(publish("plain"))
+        await asyncio.sleep(0.5)
+        holder.rollback()
+        await asyncio.gather(keyed, plain)
+    finally:
+        holder.close()
+    assert committed == ["keyed", "plain"]  # the plain publish waited for the topic
+    async with app.state.pool.connection() as conn:
+        delivered = await service.visible_messages(conn, after=start, limit=10)
+    assert [m.payload for m in delivered] == committed
+    history = (await client.get("/v1/hive/topics/in.order/messages", params={"after_id": probe.json()["ids"][0]}))
+    assert [m["payload"] for m in history.json()["items"]] == committed
+
+
 @pytest.mark.parametrize(("method", "url", "body", "status"), [
     ("post", "/v1/hive/topics/bad topic/messages", {"json": 1}, 422),
     ("post", "/v1/hive/topics/a..b/messages", {"json": 1}, 422),
@@ -113,6 +176,7 @@ async def test_memory_with_versions_and_change_events(client):
     ("get", "/v1/hive/subscribe?topic=agents.*&from=999999999", None, 400),
     ("get", "/v1/hive/subscribe?topic=agents.*&from=x-y", None, 400),
     ("get", "/v1/hive/topics/nope.none", None, 404),
+    ("post", "/v1/hive/topics/hive.memory.coder/messages", {"json": {"change": "set"}}, 403),
 ])
 async def test_bad_input_is_4xx(client, method, url, body, status):
     response = await client.request(method.upper(), url, json=body)

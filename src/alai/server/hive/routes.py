@@ -86,7 +86,7 @@ def _frame_group(data: dict, sender: str) -> tuple[bool, service.Group]:
     topic = data.pop("topic", None)
     if not isinstance(topic, str):
         raise ProblemError(422, "a frame needs \"topic\"", slug="bad-frame")
-    service.check_topic(topic)
+    service.check_publishable(topic)
     try:
         if "messages" in data:
             messages, single = Batch.model_validate(data).messages, False
@@ -104,13 +104,14 @@ def router_factory():
 
     async def _publish(request: Request, topic: str, messages: list[MessageIn], principal: Principal,
                        key: str | None, body_for_hash: object) -> JSONResponse:
-        service.check_topic(topic)
+        service.check_publishable(topic)
         group = service.Group(topic, actor_name(principal), [service.prepare(message) for message in messages])
         if key is None:  # the common case: a group commit with other publishes
             published = await request.app.state.hive_publisher.publish(group)
             return JSONResponse(published.model_dump(mode="json"), status_code=201)
         # With a key, the record commits with the messages: a transaction of its own.
         async with request.app.state.pool.connection() as conn, conn.transaction():
+            await service.lock_topics(conn, [topic])  # before the record: see service's docstring
             stored = await idempotency.claim(
                 conn, table="hive_idempotency", principal=principal.subject, key=idempotency.check_key(key),
                 fingerprint=idempotency.request_hash({"topic": topic, "body": body_for_hash}))

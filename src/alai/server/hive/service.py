@@ -1,8 +1,12 @@
 """HiveMind topics, messages and shared memory (SQL lives here).
 
-Publishing locks the topic's row first (the upsert that counts the messages): that is
-what gives a transaction its id, so messages of one topic are ordered by position in
-the order their transactions committed — the order subscribers receive them.
+Subscribers receive messages in position order (transaction id, then message id).
+For that to be each topic's commit order, whatever writes a topic's messages takes
+the topic's advisory lock (lock_topics, migration 0004) before its transaction's
+first write — a transaction gets its id at that write, so the next writer of the
+topic gets a larger one only after this one has committed. hive_publish takes it
+itself; a transaction that writes anything else first (an idempotency record, a
+memory value, an import) calls lock_topics at its start.
 Functions take `conn` keyword-only and never commit.
 """
 
@@ -16,7 +20,6 @@ from typing import Any
 
 import orjson
 from psycopg import AsyncConnection
-from psycopg.types.json import Jsonb
 
 from alai.server import streams
 from alai.server.problems import ProblemError
@@ -46,6 +49,16 @@ def check_topic(name: str) -> str:
     if len(name) > TOPIC_MAX or not _TOPIC.match(name):
         raise ProblemError(422, f"{name!r} is not a topic name: dotted segments of letters, digits, _ and - "
                                 "(agents.status)", slug="bad-topic")
+    return name
+
+
+def check_publishable(name: str) -> str:
+    """A topic a client may publish on: `hive.memory.*` carries the memory's own change
+    events, which a publish must not be able to fake."""
+    check_topic(name)
+    if name.startswith(MEMORY_TOPIC_PREFIX):
+        raise ProblemError(403, f"{name!r} carries the shared memory's change events; only a change to the "
+                                "memory publishes there", slug="reserved-topic")
     return name
 
 
@@ -120,6 +133,12 @@ class Group:
     topic: str
     sender: str
     messages: list[Prepared]
+
+
+async def lock_topics(conn: AsyncConnection, topics: list[str]) -> None:
+    """Takes the topics' locks (until the transaction ends): call before the
+    transaction's first write when it will publish on them (see the module docstring)."""
+    await conn.execute("SELECT hive_lock_topics(%b::text[])", (list(topics),))
 
 
 async def publish(conn: AsyncConnection, *, topic: str, messages: list[MessageIn], sender: str) -> Published:
@@ -275,37 +294,55 @@ async def memory_list(conn: AsyncConnection, *, namespace: str, prefix: str, lim
 
 async def memory_put(conn: AsyncConnection, *, namespace: str, key: str, value: Any, actor: str,
                      if_match: int | None, if_none_match: bool) -> tuple[MemoryEntry, bool]:
-    """Sets a value (412 on a stale If-Match); returns (entry, created). Publishes the change."""
+    """Sets a value (412 on a stale If-Match, or If-None-Match on an existing key);
+    returns (entry, created). Publishes the change. Call in a transaction."""
     _check_memory_name(namespace, "namespace")
     if "/" in namespace:  # /memory/{ns}/{key:path} could never address it
         raise ProblemError(422, f"namespace {namespace!r} may not hold '/' (keys may)", slug="bad-name")
     _check_memory_name(key, "key")
-    if len(json.dumps(value).encode()) > PAYLOAD_MAX_BYTES:
+    text = _json_text(value)  # 422 for NaN and infinities, as a publish
+    if len(text.encode()) > PAYLOAD_MAX_BYTES:
         raise ProblemError(413, f"a memory value may hold at most {PAYLOAD_MAX_BYTES // 1024} KiB",
                            slug="payload-too-large")
-    current = await (await conn.execute(
-        "SELECT version FROM hive_memory WHERE namespace = %s AND key = %s FOR UPDATE", (namespace, key))).fetchone()
-    if current is not None and if_none_match:
-        raise ProblemError(412, f"{namespace}/{key} exists already (If-None-Match: *)", slug="version-mismatch")
-    if if_match is not None and (current is None or current["version"] != if_match):
-        raise ProblemError(412, f"{namespace}/{key} is at version {current['version'] if current else 'none'}, "
-                                f"not {if_match}; read it again", slug="version-mismatch",
-                           current_version=current["version"] if current else None)
-    row = await (await conn.execute(
-        """
-        INSERT INTO hive_memory (namespace, key, value, updated_by) VALUES (%s, %s, %s, %s)
-        ON CONFLICT (namespace, key) DO UPDATE SET value = EXCLUDED.value, version = hive_memory.version + 1,
-            updated_at = now(), updated_by = EXCLUDED.updated_by
-        RETURNING *
-        """, (namespace, key, Jsonb(value), actor))).fetchone()
-    entry = MemoryEntry(**row)
-    await _memory_event(conn, entry=entry, change="set", actor=actor)
-    return entry, current is None
+    await lock_topics(conn, [_memory_topic(namespace)])  # before the first write: see the module docstring
+    for _ in range(10):
+        current = await (await conn.execute(
+            "SELECT version FROM hive_memory WHERE namespace = %s AND key = %s FOR UPDATE",
+            (namespace, key))).fetchone()
+        if current is not None and if_none_match:
+            raise ProblemError(412, f"{namespace}/{key} exists already (If-None-Match: *)", slug="version-mismatch")
+        if if_match is not None and (current is None or current["version"] != if_match):
+            raise ProblemError(412, f"{namespace}/{key} is at version {current['version'] if current else 'none'}, "
+                                    f"not {if_match}; read it again", slug="version-mismatch",
+                               current_version=current["version"] if current else None)
+        if current is None:
+            # Another writer may create it meanwhile: then nothing is inserted, and this
+            # write is decided again against what that one made (locked this time).
+            row = await (await conn.execute(
+                "INSERT INTO hive_memory (namespace, key, value, updated_by) VALUES (%s, %s, %s::jsonb, %s) "
+                "ON CONFLICT (namespace, key) DO NOTHING RETURNING *", (namespace, key, text, actor))).fetchone()
+            if row is None:
+                continue
+        else:
+            row = await (await conn.execute(
+                "UPDATE hive_memory SET value = %s::jsonb, version = version + 1, updated_at = now(), updated_by = %s "
+                "WHERE namespace = %s AND key = %s RETURNING *", (text, actor, namespace, key))).fetchone()
+        entry = MemoryEntry(**row)
+        await _memory_event(conn, entry=entry, change="set", actor=actor)
+        return entry, current is None
+    raise ProblemError(409, f"{namespace}/{key} kept being created and deleted meanwhile; try again",
+                       slug="memory-busy")
 
 
 async def memory_delete(conn: AsyncConnection, *, namespace: str, key: str, actor: str,
                         if_match: int | None) -> None:
-    entry = await memory_get(conn, namespace=namespace, key=key)
+    """Deletes a value (412 on a stale If-Match) and publishes the change. Call in a transaction."""
+    await lock_topics(conn, [_memory_topic(namespace)])
+    row = await (await conn.execute(
+        "SELECT * FROM hive_memory WHERE namespace = %s AND key = %s FOR UPDATE", (namespace, key))).fetchone()
+    if row is None:
+        raise ProblemError(404, f"no memory {namespace}/{key}", slug="memory-not-found")
+    entry = MemoryEntry(**row)
     if if_match is not None and entry.version != if_match:
         raise ProblemError(412, f"{namespace}/{key} is at version {entry.version}, not {if_match}",
                            slug="version-mismatch", current_version=entry.version)
@@ -313,8 +350,12 @@ async def memory_delete(conn: AsyncConnection, *, namespace: str, key: str, acto
     await _memory_event(conn, entry=entry, change="deleted", actor=actor)
 
 
+def _memory_topic(namespace: str) -> str:
+    return MEMORY_TOPIC_PREFIX + re.sub(r"[^A-Za-z0-9_-]", "_", namespace)
+
+
 async def _memory_event(conn: AsyncConnection, *, entry: MemoryEntry, change: str, actor: str) -> None:
-    topic = MEMORY_TOPIC_PREFIX + re.sub(r"[^A-Za-z0-9_-]", "_", entry.namespace)
+    topic = _memory_topic(entry.namespace)
     event = MessageIn(json={"change": change, "namespace": entry.namespace, "key": entry.key,
                             "version": entry.version, "value": entry.value if change == "set" else None})
     await publish(conn, topic=topic, messages=[event], sender=actor)
