@@ -184,6 +184,11 @@ async def test_heartbeats_keep_a_lease_and_the_last_attempt_fails(client):
         return body if body["state"] == "failed" else None
     body = await wait_for(failed)
     assert "no attempts left" in body["reason"]
+    # The node's completion comes after all: not a repeat of the sweeper's end, a stale write.
+    late = await client.post(f"/v1/runs/{run['id']}/attempts/1/complete", headers=NODE,
+                             json={"outcome": "succeeded", "output": "too late"})
+    assert late.status_code == 409 and late.json()["state"] == "failed"
+    assert (await client.get(f"/v1/runs/{run['id']}/result")).json()["output"] is None
 
 
 async def test_a_failed_attempt_is_retried_while_attempts_remain(client):
@@ -374,6 +379,14 @@ async def test_completions_in_one_call_are_answered_each_as_alone(client):
                             json={"items": [{"run_id": fourth, "attempt": 1, "outcome": "done"}]})
     assert bad.status_code == 422 and bad.headers["content-type"].startswith("application/problem+json")
     assert (await client.post("/v1/runs/completions", json={"items": items[:1]})).status_code == 400
+    # Numbers no run or attempt has: answered as unknown (404) or stale (409), never a 500.
+    huge = (await client.post("/v1/runs/completions", headers=NODE, json={"items": [
+        {"run_id": 2**63, "attempt": 1, "outcome": "succeeded"}, {"run_id": fourth, "attempt": 9, "outcome": "failed"}]}))
+    assert [item["status"] for item in huge.json()["items"]] == [404, 409]
+    assert (await client.post(f"/v1/runs/{2**64}/attempts/1/complete", headers=NODE,
+                              json={"outcome": "succeeded"})).status_code == 404
+    assert (await client.post(f"/v1/runs/{fourth}/attempts/0/complete", headers=NODE,
+                              json={"outcome": "succeeded"})).status_code == 409
     assert (await client.get(f"/v1/runs/{fourth}")).json()["state"] == "running"
 
 

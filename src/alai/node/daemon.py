@@ -146,12 +146,13 @@ class Daemon:
 
     async def _retrying(self, what: str, call: Callable[[], Awaitable[httpx.Response]],
                         *, give_up: Callable[[], bool] = lambda: False) -> httpx.Response | None:
-        """`call` until the control plane answers (any status); None if `give_up` says so."""
+        """`call` until the control plane answers with anything but a server error or 429
+        (a run's completion is never dropped for a passing fault); None if `give_up` says so."""
         delay = BACKOFF_FIRST
         while True:
             try:
                 response = await call()
-                if response.status_code not in (502, 503, 504):
+                if response.status_code < 500 and response.status_code != 429:
                     return response
                 reason = f"HTTP {response.status_code}"
             except httpx.HTTPError as error:

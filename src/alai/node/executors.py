@@ -22,7 +22,7 @@ import shlex
 import shutil
 import signal
 import tempfile
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -151,6 +151,24 @@ def _stream_json(line: str, emit: Emit, state: dict[str, Any]) -> bool:
     return True
 
 
+# A stream-JSON line holds a whole message or tool result (a file read, say): far past
+# asyncio's default 64 KiB. Longer lines still come through, in pieces (_lines).
+LINE_LIMIT = 16 * 1024 * 1024
+
+
+async def _lines(stream: asyncio.StreamReader) -> AsyncIterator[bytes]:
+    """The stream's lines; a line longer than LINE_LIMIT comes in pieces, never an error."""
+    while True:
+        try:
+            yield await stream.readuntil(b"\n")
+        except asyncio.IncompleteReadError as end:  # the last line, without its newline
+            if end.partial:
+                yield end.partial
+            return
+        except asyncio.LimitOverrunError as error:
+            yield await stream.read(max(error.consumed, 1))
+
+
 async def run_command(command_line: str, spec: RunSpec, emit: Emit, *,
                       extra_env: dict[str, str] | None = None) -> Outcome:
     scratch = tempfile.mkdtemp(prefix=f"alai-run-{spec.run_id}-")
@@ -165,7 +183,8 @@ async def run_command(command_line: str, spec: RunSpec, emit: Emit, *,
     env.update(extra_env or {})
     process = await asyncio.create_subprocess_exec(
         *shlex.split(command_line), cwd=scratch, env=env, stdin=asyncio.subprocess.PIPE,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, start_new_session=True)
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, start_new_session=True,
+        limit=LINE_LIMIT)
     state: dict[str, Any] = {"text": [], "result": None, "failed": False, "usage": None}
     stderr_tail: list[str] = []
 
@@ -178,7 +197,7 @@ async def run_command(command_line: str, spec: RunSpec, emit: Emit, *,
 
     async def read_stdout() -> None:
         assert process.stdout is not None
-        async for raw in process.stdout:
+        async for raw in _lines(process.stdout):
             line = raw.decode(errors="replace")
             if not _stream_json(line.strip(), emit, state):
                 emit("output", {"text": line})
@@ -186,7 +205,7 @@ async def run_command(command_line: str, spec: RunSpec, emit: Emit, *,
 
     async def read_stderr() -> None:
         assert process.stderr is not None
-        async for raw in process.stderr:
+        async for raw in _lines(process.stderr):
             line = raw.decode(errors="replace").rstrip("\n")
             emit("log", {"stream": "stderr", "text": line})
             stderr_tail.append(line)

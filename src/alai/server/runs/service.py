@@ -392,7 +392,9 @@ class Ended:
 
 async def complete(conn: AsyncConnection, *, run_id: int, attempt: int, node: str, body: Completion) -> Ended:
     """Ends an attempt (see complete_many); raises the problem (404, 409) if refused."""
-    item = CompletionItem(run_id=run_id, attempt=attempt, **body.model_dump())
+    # Not validated again: the path's numbers may be out of an item's range (attempt 0),
+    # which complete_many answers as it answers an unknown run or a stale attempt.
+    item = CompletionItem.model_construct(run_id=run_id, attempt=attempt, **dict(body))
     ended = await complete_many(conn, node=node, items=[item])
     error = ended.answers[0][1]
     if error is not None:
@@ -408,7 +410,8 @@ async def complete_many(conn: AsyncConnection, *, node: str, items: list[Complet
     writing nothing and leaving the other items alone. Two statements whatever the
     number of items: the runs locked in id order (two batches cannot deadlock), then
     every write (END_ATTEMPTS). Call in a transaction."""
-    rows = await (await conn.execute(LOCK_RUNS, (sorted({item.run_id for item in items}),))).fetchall()
+    ids = sorted({item.run_id for item in items if 0 < item.run_id < 2**63})  # others are no run's
+    rows = await (await conn.execute(LOCK_RUNS, (ids,))).fetchall()
     current = {row["id"]: (_run(row), row["returned"]) for row in rows}
     answers: list[tuple[Run | None, ProblemError | None]] = [(None, None)] * len(items)
     decided: dict[int, tuple[Run, dict[str, Any]]] = {}  # run id → (the run as ended, the write)
@@ -420,8 +423,10 @@ async def complete_many(conn: AsyncConnection, *, node: str, items: list[Complet
             continue
         returned = current[item.run_id][1]
         run = decided[item.run_id][0] if item.run_id in decided else current[item.run_id][0]
-        if run.attempt == item.attempt and run.node == node and run.state in FINAL_STATES:
-            landed[index] = run.id  # a retry of a completion that landed (maybe earlier in this batch)
+        if run.attempt == item.attempt and run.node == node and run.state == item.outcome:
+            # A retry of a completion that landed (maybe earlier in this batch). A different
+            # outcome is not one: the run ended otherwise (the sweeper timed it out), 409 below.
+            landed[index] = run.id
             continue
         try:
             _check_current(run, attempt=item.attempt, node=node)
