@@ -335,7 +335,7 @@ def last_position(base: str, topic: str) -> str:
         return items[0]["position"] if items else "0-0"
 
 
-def main() -> None:
+def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--subscribers", type=int, default=100)
     parser.add_argument("--rate", type=float, default=1000.0)
@@ -393,10 +393,15 @@ def main() -> None:
               f"({published:,} messages; a subscriber got {delivered:,})")
     alai = results["alai"]
     best = max((rate for rate, _, _ in rates.values()), default=0)
+    if alai["p50"] is None:
+        print(f"hive_latency: nothing was delivered ({alai['delivered']:,} of {alai['expected']:,}); "
+              f"highest sustained durable rate {best:,.0f} msg/s")
+        return 1
     print(f"hive_latency: publish → delivery p50 {alai['p50'] * 1000:.1f} ms, p99 {alai['p99'] * 1000:.1f} ms with "
           f"{args.subscribers} WebSocket subscribers at {alai['achieved']:,.0f} msg/s; "
           f"highest sustained durable rate {best:,.0f} msg/s")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

@@ -4,24 +4,29 @@ in commit order per topic."""
 
 import contextlib
 import json
+import socket
 import threading
 import time
 
 import httpx
 import psycopg
 import pytest
+from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
 pytestmark = pytest.mark.e2e
 TOKEN = "hive-replica-token"
 HEADERS = {"Authorization": f"Bearer {TOKEN}"}
 PUBLISHERS, EACH = 4, 40
+PAD = "x" * 64_000  # 160 messages of 64 KB: 10 MB, past what the kernel holds for a stalled reader (~4 MB)
 
 
 @pytest.fixture
 def replicas(serve, database_url):
     env = {"ALAI_DATABASE_URL": database_url, "ALAI_ADMIN_TOKEN": TOKEN}
-    servers = [serve(env=env), serve(env=env)]
+    # The first replica's subscribers may fall only 20 messages behind: the stalled one
+    # below overflows for certain, while the steady ones never do.
+    servers = [serve(env=env | {"ALAI_HIVE_SUBSCRIBER_BUFFER": "20"}), serve(env=env)]
     for server in servers:
         server.wait_ready()
     return servers
@@ -61,8 +66,16 @@ def test_every_subscriber_gets_every_message_once_in_order(replicas, database_ur
         results[name] = received
 
     stack = contextlib.ExitStack()
-    # Subscribed, never reads: its buffer fills and it is cut off; nobody else waits for it.
-    stack.enter_context(connect(ws_url(first, "load.>", None), additional_headers=HEADERS, open_timeout=5))
+    # Subscribed, reads nothing until the end, with a tiny receive buffer: the socket
+    # fills, then its 20 messages of queue; it is told where to resume and cut off,
+    # and nobody else waits for it.
+    host, port = first.url.removeprefix("http://").split(":")
+    tiny = socket.socket()
+    tiny.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    tiny.connect((host, int(port)))
+    # max_queue=1: the client's reading thread stops after one message nobody took.
+    stalled = stack.enter_context(connect(ws_url(first, "load.>", start), sock=tiny, additional_headers=HEADERS,
+                                          open_timeout=5, max_queue=1))
     readers = [threading.Thread(target=subscriber, args=args) for args in (
         ("steady-1", [first], None), ("steady-2", [second], None), ("hopping", [first, second], 23))]
     for reader in readers:
@@ -74,7 +87,8 @@ def test_every_subscriber_gets_every_message_once_in_order(replicas, database_ur
         with httpx.Client(base_url=server.url, headers=HEADERS, timeout=10) as http:
             for n in range(EACH):
                 topic = f"load.t{n % 3}"
-                response = http.post(f"/v1/hive/topics/{topic}/messages", json={"json": {"p": index, "n": n}})
+                response = http.post(f"/v1/hive/topics/{topic}/messages",
+                                     json={"json": {"p": index, "n": n, "pad": PAD}})
                 assert response.status_code == 201
 
     publishers = [threading.Thread(target=publisher, args=(i,)) for i in range(PUBLISHERS)]
@@ -84,6 +98,10 @@ def test_every_subscriber_gets_every_message_once_in_order(replicas, database_ur
         thread.join(60)
     for reader in readers:
         reader.join(90)
+    frames = []
+    with contextlib.suppress(ConnectionClosed, TimeoutError):
+        while True:
+            frames.append(json.loads(stalled.recv(timeout=10)))
     stack.close()
 
     with psycopg.connect(database_url) as conn:
@@ -92,3 +110,8 @@ def test_every_subscriber_gets_every_message_once_in_order(replicas, database_ur
     assert len(truth) == expected
     for name, received in results.items():
         assert received == truth, name  # exactly once, in the same (commit) order, on every subscriber
+    *before, notice = frames
+    assert notice["overflow"] and len(before) < expected
+    assert [(m["topic"], m["id"]) for m in before] == truth[:len(before)]  # what it got, it got in order
+    assert notice["resume_from"] == (before[-1]["position"] if before else start)
+    assert stalled.close_code == 1013

@@ -205,6 +205,33 @@ async def test_a_failed_attempt_is_retried_while_attempts_remain(client):
     assert final.json()["state"] == "failed"
 
 
+async def test_a_run_given_back_is_queued_again_and_its_attempt_not_counted(client):
+    """A stopping node releases its run: queued at once for another node, and the
+    released attempt does not count (max_attempts 2: two real ones still follow)."""
+    await put_agent(client, "tasker", TASKER)
+    await register(client, "anvil", "alaiml-task")
+    await register(client, "forge", "alaiml-task")
+    run = (await client.post("/v1/runs", json={"agent": "tasker", "input": "x", "max_attempts": 2,
+                                               "priority": 50})).json()
+    assert (await claim(client, "anvil"))[0]["run"]["id"] == run["id"]
+    given = await client.post(f"/v1/runs/{run['id']}/attempts/1/release", headers=NODE)
+    assert given.status_code == 200 and given.json()["state"] == "queued" and "anvil" in given.json()["reason"]
+    again = await client.post(f"/v1/runs/{run['id']}/attempts/1/release", headers=NODE)
+    assert again.status_code == 409
+    second = await claim(client, "forge")
+    assert second[0]["run"]["id"] == run["id"] and second[0]["run"]["attempt"] == 2
+    forge = {"X-Alai-Node": "forge"}
+    failed = await client.post(f"/v1/runs/{run['id']}/attempts/2/complete", headers=forge,
+                               json={"outcome": "failed", "error": "real failure"})
+    assert failed.json()["state"] == "queued"  # the first counted attempt: one left
+    assert (await claim(client, "forge"))[0]["run"]["attempt"] == 3
+    last = await client.post(f"/v1/runs/{run['id']}/attempts/3/complete", headers=forge,
+                             json={"outcome": "failed", "error": "again"})
+    assert last.json()["state"] == "failed"
+    states = [e["data"]["state"] for e in await events_of(client, run["id"]) if e["kind"] == "state"]
+    assert states == ["queued", "running", "queued", "running", "queued", "running", "failed"]
+
+
 async def test_cancel_queued_and_running(client):
     await put_agent(client, "tasker", TASKER)
     await register(client, "anvil", "alaiml-task")

@@ -87,6 +87,10 @@ class Settings(BaseSettings):
     # many gather into one chunk (one frame per subscriber); an idle topic's first
     # message still goes out at once (bench/hive_latency.py measured the trade-off).
     hive_fanout_gap_ms: float = Field(default=2.0, ge=0, le=1000)
+    # How far (messages) a subscriber may fall behind before it is told where to resume
+    # and disconnected; and how often retention is applied.
+    hive_subscriber_buffer: int = Field(default=5000, ge=10, le=1_000_000)
+    hive_prune_seconds: float = Field(default=60.0, gt=0, le=86400)
 
     # The model gateway's backends and model routes (YAML, see gateway/config.py);
     # unset: no backends (every model request answers 404/503).

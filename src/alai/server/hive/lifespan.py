@@ -14,7 +14,6 @@ from alai.server.hive.publisher import GroupPublisher
 from alai.wire.hive import Message
 
 BATCH = 1000
-SUBSCRIBER_BUFFER = 5000
 
 
 def source() -> streams.Source[Message]:
@@ -29,7 +28,7 @@ def source() -> streams.Source[Message]:
 async def hive_lifespan(app: FastAPI) -> AsyncIterator[None]:
     conninfo = app.state.settings.database_url.get_secret_value()
     hub: streams.Hub[Message] = streams.Hub(source=source(), pool=app.state.pool, conninfo=conninfo,
-                                            buffer=SUBSCRIBER_BUFFER, batch=BATCH, poll_seconds=1.0,
+                                            buffer=app.state.settings.hive_subscriber_buffer, batch=BATCH, poll_seconds=1.0,
                                             min_gap=app.state.settings.hive_fanout_gap_ms / 1000)
     notifier = streams.Notifier(channel=service.NOTIFY_CHANNEL, conninfo=conninfo, local=hub)
     publisher = GroupPublisher(pool=app.state.pool, on_commit=notifier.mark)
@@ -48,7 +47,7 @@ async def hive_lifespan(app: FastAPI) -> AsyncIterator[None]:
             await idempotency.prune(conn, table="hive_idempotency")
 
     try:
-        async with periodic("hive-retention", 60, prune):
+        async with periodic("hive-retention", app.state.settings.hive_prune_seconds, prune):
             yield
     finally:
         await publisher.stop()

@@ -48,7 +48,7 @@ async def _start_position(conn, value: str | None) -> streams.Position | None:
     text = value.strip()
     try:
         if "-" in text:
-            return streams.parse_position_text(text)
+            return await service.check_position(conn, streams.parse_position_text(text))
         message_id = int(text)
         if message_id > streams.MAX_ID:
             raise ValueError("out of range")

@@ -190,6 +190,18 @@ async def position_of_id(conn: AsyncConnection, *, message_id: int) -> streams.P
     return int(row["tx"]), message_id
 
 
+async def check_position(conn: AsyncConnection, position: streams.Position) -> streams.Position:
+    """A position no stream has sent yet (a later transaction or id than any so far: a
+    typo, or another database's) is refused; resuming from it would skip messages."""
+    row = await (await conn.execute(
+        "SELECT %s::xid8 < pg_snapshot_xmax(pg_current_snapshot()) AND %s <= coalesce(pg_sequence_last_value("
+        "pg_get_serial_sequence('hive_messages', 'id')), 0) AS known", (str(position[0]), position[1]))).fetchone()
+    if not row["known"]:
+        raise ProblemError(400, f"position {position[0]}-{position[1]} is past every message so far; resume from "
+                                "a position the stream sent, or from now", slug="bad-resume-id")
+    return position
+
+
 async def history(conn: AsyncConnection, *, topic: str, after_id: int | None, since: datetime | None, limit: int,
                   newest_first: bool) -> MessagePage:
     check_topic(topic)
