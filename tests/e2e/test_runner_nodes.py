@@ -191,8 +191,12 @@ def test_a_control_plane_restarted_under_load_loses_no_run_and_runs_none_twice(s
         wait_until(lambda: online(http, "anvil", "forge"), what="nodes online")
         ids = [http.post("/v1/runs", json={"agent": "writer", "input": f"job {i} a b c d e"}).json()["id"]
                for i in range(30)]
-    time.sleep(0.5)
-    server.process.kill()  # mid-load: some runs done, some running, some queued
+
+        def in_flight():
+            states = [http.get(f"/v1/runs/{run_id}").json()["state"] for run_id in ids]
+            return states if "running" in states and states.count("succeeded") < len(ids) - 2 else None
+        at_kill = wait_until(in_flight, what="runs in flight")
+    server.process.kill()  # mid-load: runs running and queued, maybe some done
     server.process.wait(10)
     restarted = serve(env=env, port=port)
     restarted.wait_ready()
@@ -205,6 +209,7 @@ def test_a_control_plane_restarted_under_load_loses_no_run_and_runs_none_twice(s
             assert states.count("succeeded") == 1 and states[-1] == "succeeded"
             output = http.get(f"/v1/runs/{run_id}/result").json()["output"]
             assert f"echo: job {ids.index(run_id)} a b c d e" in output
+    assert "running" in at_kill  # the kill did land in the middle of the work
 
 
 def test_a_cloud_worker_runs_cloud_models_through_the_gateway(serve, database_url, fakes, nodes, tmp_path):
