@@ -179,10 +179,12 @@ async def test_a_topics_messages_are_delivered_in_commit_order(app, client, data
     ("get", "/v1/hive/subscribe?topic=agents.*&from=1-99999999", None, 400),  # no such message yet
     ("get", "/v1/hive/topics/nope.none", None, 404),
     ("post", "/v1/hive/topics/hive.memory.coder/messages", {"json": {"change": "set"}}, 403),
+    ("post", "/v1/hive/topics/ok/batch", {"messages": [{"text": "y" * (200 * 1024)}] * 90}, 413),  # 18 MiB body
 ])
 async def test_bad_input_is_4xx(client, method, url, body, status):
     response = await client.request(method.upper(), url, json=body)
     assert response.status_code == status, response.text
+    assert response.headers["content-type"].startswith("application/problem+json")
 
 
 def test_patterns():

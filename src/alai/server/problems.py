@@ -141,6 +141,24 @@ async def _on_database_unreachable(request: Request, error: Exception) -> JSONRe
     )
 
 
+async def read_body(request: Request, limit: int) -> bytes:
+    """The request's body, refused with a 413 problem as soon as it is known to pass
+    `limit` bytes (by its Content-Length, or while it streams in): never read whole."""
+    def too_large() -> ProblemError:
+        return ProblemError(413, f"the request body may hold at most {limit // (1024 * 1024)} MiB",
+                            slug="payload-too-large")
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise too_large()
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise too_large()
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
 def validated_body(model: type[ModelT], raw: bytes) -> ModelT:
     """A JSON body read by the endpoint itself (a direct route), validated as FastAPI
     would: the same 422 problem, with fields named `body.<field>`."""

@@ -14,6 +14,10 @@ TOPIC_PATTERN = r"^[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*$"
 TOPIC_MAX = 200
 PAYLOAD_MAX_BYTES = 256 * 1024
 BATCH_MAX = 1000
+# A request's whole body (413 past it): a message's JSON may take several times its
+# payload's size (escapes), and a batch is read whole before its messages are checked.
+MESSAGE_BODY_MAX_BYTES = 2 * 1024 * 1024
+BATCH_BODY_MAX_BYTES = 16 * 1024 * 1024
 
 
 class MessageIn(BaseModel):

@@ -24,8 +24,10 @@ from alai.server.deps import (
     require_scope,
 )
 from alai.server.hive import service
-from alai.server.problems import ProblemError
+from alai.server.problems import ProblemError, read_body, validated_body
 from alai.wire.hive import (
+    BATCH_BODY_MAX_BYTES,
+    MESSAGE_BODY_MAX_BYTES,
     Batch,
     MemoryEntry,
     MemoryPut,
@@ -99,6 +101,11 @@ def _frame_group(data: dict, sender: str) -> tuple[bool, service.Group]:
     return single, service.Group(topic, sender, [service.prepare(message) for message in messages])
 
 
+def _body_schema(model) -> dict:
+    return {"requestBody": {"required": True, "content": {"application/json": {
+        "schema": model.model_json_schema(ref_template="#/components/schemas/{model}")}}}}
+
+
 def router_factory():
     router = api_router(prefix="/v1/hive", tags=["hive"])
 
@@ -123,19 +130,25 @@ def router_factory():
         request.app.state.hive_notifier.mark()  # after the commit: subscribers can see it now
         return JSONResponse(published.model_dump(mode="json"), status_code=201)
 
-    @router.post("/topics/{topic}/messages", response_model=Published, status_code=201)
-    async def publish_one(topic: str, body: MessageIn, request: Request,
+    # Both read their own bodies (problems.read_body): a body past the limit is refused
+    # from its Content-Length or as it streams in, never read whole first.
+    @router.post("/topics/{topic}/messages", response_model=Published, status_code=201,
+                 openapi_extra=_body_schema(MessageIn))
+    async def publish_one(topic: str, request: Request,
                           principal: Principal = Depends(require_scope("hive:write")),
                           idempotency_key: Annotated[str | None, Header()] = None) -> JSONResponse:
         """Publishes one message (`json` or `text`); the topic is created on first use."""
+        body = validated_body(MessageIn, await read_body(request, MESSAGE_BODY_MAX_BYTES))
         return await _publish(request, topic, [body], principal, idempotency_key,
                               body.model_dump(mode="json", by_alias=True))
 
-    @router.post("/topics/{topic}/batch", response_model=Published, status_code=201)
-    async def publish_batch(topic: str, body: Batch, request: Request,
+    @router.post("/topics/{topic}/batch", response_model=Published, status_code=201,
+                 openapi_extra=_body_schema(Batch))
+    async def publish_batch(topic: str, request: Request,
                             principal: Principal = Depends(require_scope("hive:write")),
                             idempotency_key: Annotated[str | None, Header()] = None) -> JSONResponse:
         """Publishes up to 1,000 messages in one transaction, in order."""
+        body = validated_body(Batch, await read_body(request, BATCH_BODY_MAX_BYTES))
         return await _publish(request, topic, body.messages, principal, idempotency_key,
                               body.model_dump(mode="json", by_alias=True))
 
