@@ -500,6 +500,20 @@ def test_a_real_node_runs_streams_and_is_cancelled_by_ctrl_c(env, api, name, tmp
         echoed = "".join(event["data"]["text"] for event in events if event["kind"] == "output")
         assert echoed.startswith(f"[{name}-ollama] echo: w0 w1 ") and "w399" not in echoed  # stopped midway
         assert events[-1]["data"]["state"] == "cancelled"
+
+        # A timeout stops the model call the same way: 20 s of words, a 2 s limit.
+        started = time.monotonic()
+        timed = api.post("/v1/runs", json={"agent": name, "input": " ".join(f"t{n}" for n in range(400)),
+                                           "timeout_seconds": 2}).json()
+        while (state := api.get(f"/v1/runs/{timed['id']}").json()["state"]) != "timed_out":
+            assert state in ("queued", "running") and time.monotonic() - started < 15, state
+            time.sleep(0.1)
+        while timed["id"] in next(n for n in api.get("/v1/nodes").json() if n["name"] == f"{name}-node")["running"]:
+            assert time.monotonic() - started < 15, "the node still holds the timed-out run"
+            time.sleep(0.1)
+        timed_events = api.get(f"/v1/runs/{timed['id']}/events").json()["items"]
+        said = "".join(e["data"].get("text", "") for e in timed_events if e["kind"] == "output")
+        assert said.startswith(f"[{name}-ollama] echo: t0 ") and "t399" not in said
     finally:
         node.send_signal(signal.SIGTERM)
         try:
