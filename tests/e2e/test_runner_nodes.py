@@ -167,6 +167,33 @@ def test_runs_for_a_model_whose_only_node_is_away_wait_and_resume(server, fakes,
             assert done["state"] == "succeeded" and done["attempt"] == 1
 
 
+def test_runs_queued_and_running_on_a_node_that_dies_wait_for_it_and_finish_when_it_returns(server, fakes, nodes):
+    """kill -9 of the only node with the model, one run on it and three queued behind:
+    all four wait (none fails, the running one's lease lapses into the queue), and all
+    complete once it is back — the interrupted one as attempt 2."""
+    anvil_ollama = fakes("anvil", ["alaiml-task:latest"], delay=0.1)
+    with api(server) as http:
+        http.put("/v1/agents/tasker", json={"definition": agent("tasker", "alaiml-task")}).raise_for_status()
+        anvil = nodes("anvil", server, anvil_ollama.url, extra=("--concurrency", "1"))
+        wait_until(lambda: online(http, "anvil"), what="anvil online")
+        runs = [http.post("/v1/runs", json={"agent": "tasker", "input": " ".join(["word"] * 40)}).json()
+                for _ in range(4)]
+        wait_until(lambda: run_state(http, runs[0]["id"])["state"] == "running", what="the first run to start")
+        anvil.kill()  # 40 words at 100 ms: it dies mid-run, the other three still queued
+
+        def all_waiting():
+            states = [run_state(http, run["id"]) for run in runs]
+            return states if all(s["state"] == "waiting" for s in states) else None
+        waiting = wait_until(all_waiting, timeout=20, what="every run to wait")
+        assert all("anvil" in s["reason"] for s in waiting)
+
+        nodes("anvil", server, anvil_ollama.url)  # back
+        done = [wait_until(lambda run=run: finished(http, run["id"]), timeout=60, what="the runs to complete")
+                for run in runs]
+        assert [d["state"] for d in done] == ["succeeded"] * 4
+        assert [d["attempt"] for d in done] == [2, 1, 1, 1]
+
+
 def test_a_node_s_models_come_from_its_ollama(server, fakes, nodes):
     ollama = fakes("anvil", ["alaiml-task:latest"])
     with api(server) as http:
