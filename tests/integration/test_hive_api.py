@@ -4,6 +4,8 @@ import asyncio
 
 import pytest
 
+from tests.support.waiting import wait_for
+
 
 async def publish(client, topic, **message):
     response = await client.post(f"/v1/hive/topics/{topic}/messages", json=message)
@@ -124,44 +126,58 @@ async def test_memory_writes_that_race_are_decided_one_after_the_other(client):
 
 
 async def test_a_topics_messages_are_delivered_in_commit_order(app, client, database_url):
-    """A publish whose transaction writes something else first (here its idempotency
-    record, held up by another transaction) gets its transaction id early; a plain
-    publish on the same topic must not commit ahead of it and then be delivered after
-    it. The topic's lock comes first, so the plain publish waits and both are in order."""
+    """A publish on x waits (another session holds x's row, as a topic's update would);
+    then a group commit on a and x writes a — taking its transaction id — and queues
+    behind it for x. The publish commits first; the group's older transaction id must
+    not put its message on x ahead of it. Every writer takes its topics' advisory locks
+    before its first write, so the group gets its id only after the publish commits."""
     import psycopg
 
     from alai.server.hive import service
+    from alai.wire.hive import MessageIn
 
-    probe = await client.post("/v1/hive/topics/in.order/messages", json={"text": "probe"},
-                              headers={"Idempotency-Key": "probe"})
+    await publish(client, "a.first", text="exists")
+    probe = await publish(client, "x.second", text="exists")
     async with app.state.pool.connection() as conn:
-        principal = (await (await conn.execute("SELECT principal FROM hive_idempotency WHERE key = 'probe'"))
-                     .fetchone())["principal"]
-        start = await service.position_of_id(conn, message_id=probe.json()["ids"][0])
-    holder = psycopg.connect(database_url)  # holds the same key's record, uncommitted
+        start = await service.position_of_id(conn, message_id=probe["ids"][0])
+    holder = psycopg.connect(database_url)
     committed: list[str] = []
-    try:
-        holder.execute("INSERT INTO hive_idempotency (principal, key, request_hash, status, response) "
-                       "VALUES (%s, 'held', 'x', 0, 'null')", (principal,))
 
-        async def publish(text, **headers):
-            response = await client.post("/v1/hive/topics/in.order/messages", json={"text": text}, headers=headers)
-            assert response.status_code == 201, response.text
-            committed.append(text)
-        keyed = asyncio.create_task(publish("keyed", **{"Idempotency-Key": "held"}))
-        await asyncio.sleep(0.5)  # the keyed publish now waits for the holder's record
-        plain = asyncio.create_task(publish("plain"))
-        await asyncio.sleep(0.5)
+    def waiting_publishes():
+        with psycopg.connect(database_url, autocommit=True) as conn:
+            return conn.execute("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+                                "AND wait_event_type IN ('Lock', 'advisory') AND query LIKE '%%hive_publish%%'"
+                                ).fetchone()[0]
+
+    try:
+        holder.execute("SELECT 1 FROM hive_topics WHERE name = 'x.second' FOR UPDATE")
+
+        async def plain():
+            await publish(client, "x.second", text="plain on x")
+            committed.append("plain on x")
+
+        async def group():
+            async with app.state.pool.connection() as conn, conn.transaction():
+                await service.publish_groups(conn, [
+                    service.Group("a.first", "test", [service.prepare(MessageIn(text="group on a"))]),
+                    service.Group("x.second", "test", [service.prepare(MessageIn(text="group on x"))])])
+            committed.append("group on x")
+
+        plained = asyncio.create_task(plain())
+        await wait_for(lambda: asyncio.to_thread(waiting_publishes))  # the publish waits for x
+        grouped = asyncio.create_task(group())
+
+        async def both_wait():
+            return await asyncio.to_thread(waiting_publishes) == 2
+        await wait_for(both_wait)
         holder.rollback()
-        await asyncio.gather(keyed, plain)
+        await asyncio.gather(plained, grouped)
     finally:
         holder.close()
-    assert committed == ["keyed", "plain"]  # the plain publish waited for the topic
+    assert committed == ["plain on x", "group on x"]
     async with app.state.pool.connection() as conn:
         delivered = await service.visible_messages(conn, after=start, limit=10)
-    assert [m.payload for m in delivered] == committed
-    history = (await client.get("/v1/hive/topics/in.order/messages", params={"after_id": probe.json()["ids"][0]}))
-    assert [m["payload"] for m in history.json()["items"]] == committed
+    assert [m.payload for m in delivered if m.topic == "x.second"] == committed
 
 
 @pytest.mark.parametrize(("method", "url", "body", "status"), [
@@ -175,7 +191,7 @@ async def test_a_topics_messages_are_delivered_in_commit_order(app, client, data
     ("get", "/v1/hive/subscribe?topic=agents.>.x", None, 422),
     ("get", "/v1/hive/subscribe?topic=agents.*&from=999999999", None, 400),
     ("get", "/v1/hive/subscribe?topic=agents.*&from=x-y", None, 400),
-    ("get", "/v1/hive/subscribe?topic=agents.*&from=99999999-1", None, 400),  # no such transaction yet
+    ("get", "/v1/hive/subscribe?topic=agents.*&from=9000000000000000000-1", None, 400),  # no such transaction yet
     ("get", "/v1/hive/subscribe?topic=agents.*&from=1-99999999", None, 400),  # no such message yet
     ("get", "/v1/hive/topics/nope.none", None, 404),
     ("post", "/v1/hive/topics/hive.memory.coder/messages", {"json": {"change": "set"}}, 403),

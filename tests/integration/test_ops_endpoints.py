@@ -184,3 +184,19 @@ async def test_openapi_document_is_served_behind_a_token(client, anonymous_clien
     assert (await anonymous_client.get("/v1/openapi.json")).status_code == 401
     document = (await client.get("/v1/openapi.json")).json()
     assert "/v1/status" in document["paths"] and "/readyz" in document["paths"]
+
+    def refs(node):
+        if isinstance(node, dict):
+            yield from ([node["$ref"]] if isinstance(node.get("$ref"), str) else [])
+            for value in node.values():
+                yield from refs(value)
+        elif isinstance(node, list):
+            for item in node:
+                yield from refs(item)
+    for ref in set(refs(document)):  # every reference points at something in the document
+        target = document
+        for part in ref.removeprefix("#/").split("/"):
+            assert isinstance(target, dict) and part in target, ref
+            target = target[part]
+    batch = document["paths"]["/v1/hive/topics/{topic}/batch"]["post"]["requestBody"]
+    assert "messages" in batch["content"]["application/json"]["schema"]["properties"]

@@ -37,6 +37,7 @@ from alai._version import __version__
 from alai.node.executors import Outcome, RunSpec
 
 log = structlog.get_logger("alai.node")
+SERVER_ERROR_TRIES = 4  # a 500 is tried again this many times (backing off) before it is the answer
 BACKOFF_FIRST, BACKOFF_MAX = 0.5, 10.0
 FLUSH_SECONDS = 0.05
 COMPLETIONS_PER_CALL = 100
@@ -146,13 +147,19 @@ class Daemon:
 
     async def _retrying(self, what: str, call: Callable[[], Awaitable[httpx.Response]],
                         *, give_up: Callable[[], bool] = lambda: False) -> httpx.Response | None:
-        """`call` until the control plane answers with anything but a server error or 429
-        (a run's completion is never dropped for a passing fault); None if `give_up` says so."""
-        delay = BACKOFF_FIRST
+        """`call` until the control plane answers; None if `give_up` says so. Unavailable
+        (502–504) and 429 are waited out however long they last; another server error
+        is tried again a few times (a passing fault must not drop a run's completion),
+        then answered — one that repeats (a value the database refuses) must not hold
+        the node's completions or a run's events up for ever."""
+        delay, server_errors = BACKOFF_FIRST, 0
         while True:
             try:
                 response = await call()
-                if response.status_code < 500 and response.status_code != 429:
+                status = response.status_code
+                if status >= 500 and status not in (502, 503, 504):
+                    server_errors += 1
+                if (status < 500 and status != 429) or server_errors > SERVER_ERROR_TRIES:
                     return response
                 reason = f"HTTP {response.status_code}"
             except httpx.HTTPError as error:

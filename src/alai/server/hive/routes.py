@@ -102,8 +102,22 @@ def _frame_group(data: dict, sender: str) -> tuple[bool, service.Group]:
 
 
 def _body_schema(model) -> dict:
-    return {"requestBody": {"required": True, "content": {"application/json": {
-        "schema": model.model_json_schema(ref_template="#/components/schemas/{model}")}}}}
+    """The request body's schema for the OpenAPI document, with nested models written
+    out in place: these models are no route's parameters, so nothing registers them
+    under components/schemas for a reference to point at."""
+    schema = model.model_json_schema()
+    definitions = schema.pop("$defs", {})
+
+    def inline(node):
+        if isinstance(node, dict):
+            ref = node.get("$ref", "")
+            if ref.startswith("#/$defs/"):
+                return inline(definitions[ref.removeprefix("#/$defs/")])
+            return {key: inline(value) for key, value in node.items()}
+        if isinstance(node, list):
+            return [inline(item) for item in node]
+        return node
+    return {"requestBody": {"required": True, "content": {"application/json": {"schema": inline(schema)}}}}
 
 
 def router_factory():

@@ -4,7 +4,9 @@ Subscribers receive messages in position order (transaction id, then message id)
 For that to be each topic's commit order, whatever writes a topic's messages takes
 the topic's advisory lock (lock_topics, migration 0004) before its transaction's
 first write — a transaction gets its id at that write, so the next writer of the
-topic gets a larger one only after this one has committed. hive_publish takes it
+topic gets a larger one only after this one has committed (a transaction that had
+written already and then queued for the topic could otherwise hold an older id than
+one that commits before it). hive_publish takes it
 itself; a transaction that writes anything else first (an idempotency record, a
 memory value, an import) calls lock_topics at its start.
 Functions take `conn` keyword-only and never commit.

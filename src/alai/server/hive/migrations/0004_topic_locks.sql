@@ -1,12 +1,16 @@
 -- A topic's messages must be numbered (tx, the transaction id, then id) in the order
 -- their transactions commit: subscribers receive them in that order. A transaction
--- gets its id at its first write, and a row lock's first write happens before the
--- wait — so a topic's row lock alone did not order transactions that wrote anything
--- else first (an idempotency record, a memory row) or that waited on a second topic.
+-- gets its id at its first write. Waiting for a topic's row lock comes before that,
+-- so the row lock alone orders plain publishes; but a transaction that has written
+-- already (another topic of its group commit, an idempotency record, a memory value)
+-- and then queues for the topic behind a publish that has not, holds the older id and
+-- would be delivered first though it commits second.
 -- Advisory locks need no transaction id: every writer of a topic's messages takes the
 -- topic's lock before its first write, so a later writer of that topic gets its id
 -- only after the earlier one has committed. Taken in key order: no deadlock between
--- writers of several topics. Two names that share a hash only wait for each other.
+-- writers of several topics. 1,024 keys at most (a name's hash, bucketed), so a
+-- transaction of many topics (an import) cannot fill the shared lock table; names in
+-- the same bucket only wait for each other.
 
 CREATE FUNCTION hive_lock_topics(p_topics text[]) RETURNS void
     LANGUAGE plpgsql
@@ -14,7 +18,7 @@ CREATE FUNCTION hive_lock_topics(p_topics text[]) RETURNS void
 DECLARE
     k integer;
 BEGIN
-    FOR k IN SELECT DISTINCT hashtext(t) FROM unnest(p_topics) AS t ORDER BY 1 LOOP
+    FOR k IN SELECT DISTINCT hashtext(t) & 1023 FROM unnest(p_topics) AS t ORDER BY 1 LOOP
         PERFORM pg_advisory_xact_lock(1751742053, k);  -- 1751742053: 'hive' as an integer
     END LOOP;
 END
