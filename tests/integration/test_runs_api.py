@@ -444,6 +444,27 @@ async def test_a_batch_naming_a_run_twice_is_answered_as_two_calls_in_turn(clien
     assert "error" not in (await events_of(client, done))[-1]["data"]
 
 
+async def test_values_the_database_cannot_store_are_a_422_not_a_500(client):
+    """A NUL character (PostgreSQL keeps none in text or jsonb) in a run's input, a
+    worker's events or its completion: refused as bad input, nothing half-written."""
+    await put_agent(client, "tasker", TASKER)
+    await register(client, "anvil", "alaiml-task:latest")
+    bad_input = await client.post("/v1/runs", json={"agent": "tasker", "input": "a\u0000b"})
+    assert bad_input.status_code == 422 and bad_input.headers["content-type"].startswith("application/problem+json")
+    run = (await client.post("/v1/runs", json={"agent": "tasker", "input": "fine", "priority": 90})).json()
+    assert (await claim(client))[0]["run"]["id"] == run["id"]
+    events = await client.post(f"/v1/runs/{run['id']}/attempts/1/events", headers=NODE,
+                               json={"events": [{"seq": 0, "kind": "output", "data": {"text": "x\u0000y"}}]})
+    assert events.status_code == 422, events.text
+    done = await client.post(f"/v1/runs/{run['id']}/attempts/1/complete", headers=NODE,
+                             json={"outcome": "succeeded", "output": "nul \u0000 inside"})
+    assert done.status_code == 422 and "cannot be stored" in done.json()["detail"]
+    assert (await client.get(f"/v1/runs/{run['id']}")).json()["state"] == "running"  # unchanged
+    ok = await client.post(f"/v1/runs/{run['id']}/attempts/1/complete", headers=NODE,
+                           json={"outcome": "succeeded", "output": "clean"})
+    assert ok.status_code == 200 and ok.json()["state"] == "succeeded"
+
+
 async def test_a_run_takes_the_agents_current_version_though_the_replica_has_seen_an_older(client):
     """The replica keeps the agent versions it has read (service.create's agents_seen); a
     new version or a deletion since is noticed by the insert itself, never used stale."""

@@ -75,3 +75,10 @@ def test_stream_json_is_only_json_objects_with_a_type():
     assert not executors._stream_json("plain text", lambda *a: None, state)
     assert not executors._stream_json(json.dumps([1, 2]), lambda *a: None, state)
     assert not executors._stream_json(json.dumps({"no": "type"}), lambda *a: None, state)
+
+
+def test_what_a_node_sends_holds_no_nul():
+    from alai.node.daemon import storable
+
+    assert storable({"text": "a\x00b", "n": 1, "list": ["\x00", None], "\x00k": True}) == {
+        "text": "a\ufffdb", "n": 1, "list": ["\ufffd", None], "\ufffdk": True}

@@ -48,6 +48,18 @@ CLAIM_WAIT_SECONDS = 20.0
 Executor = Callable[[RunSpec, Callable[[str, dict[str, Any]], None]], Awaitable[Outcome]]
 
 
+def storable(value: Any) -> Any:
+    """`value` with NUL characters replaced (U+FFFD): PostgreSQL stores no NUL in text or
+    jsonb, and a command's output (a binary file read by a tool) may hold some."""
+    if isinstance(value, str):
+        return value.replace("\x00", "\ufffd") if "\x00" in value else value
+    if isinstance(value, dict):
+        return {storable(key): storable(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [storable(item) for item in value]
+    return value
+
+
 class Superseded(Exception):
     """The control plane gave this run's attempt to someone else (409)."""
 
@@ -303,7 +315,7 @@ class Daemon:
                 self.running.pop((spec.run_id, spec.attempt), None)
 
     def _emit(self, execution: Execution, kind: str, data: dict[str, Any]) -> None:
-        execution.events.append({"seq": execution.seq, "kind": kind, "data": data})
+        execution.events.append({"seq": execution.seq, "kind": kind, "data": storable(data)})
         execution.seq += 1
         execution.flushed.set()
 
@@ -359,6 +371,7 @@ class Daemon:
         """Completes an attempt through the next batch: (status, the run or the problem)."""
         assert self._loop is not None
         future = self._loop.create_future()
+        body = storable(body)
         if body.get("error"):
             body = {**body, "error": body["error"][:ERROR_MAX_CHARS]}  # the server's limit, not a refusal
         self._completions.append(({"run_id": spec.run_id, "attempt": spec.attempt, **body}, future))

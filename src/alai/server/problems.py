@@ -170,8 +170,19 @@ def validated_body(model: type[ModelT], raw: bytes) -> ModelT:
         ) from None
 
 
+async def _on_data_error(request: Request, error: Exception) -> JSONResponse:
+    """A value PostgreSQL will not store (a NUL character, a number out of range) is the
+    request's fault, not the server's: 422, naming the reason but not the value."""
+    assert isinstance(error, psycopg.DataError)
+    reason = getattr(error.diag, "message_primary", None) or "invalid value"
+    log.warning("a value was refused by the database", path=request.url.path, reason=reason)
+    return problem_response(request, ProblemError(422, f"a value in the request cannot be stored: {reason}",
+                                                  slug="unstorable-value"))
+
+
 def install(app: FastAPI) -> None:
     app.add_exception_handler(psycopg.OperationalError, _on_database_unreachable)
+    app.add_exception_handler(psycopg.DataError, _on_data_error)
     app.add_exception_handler(ProblemError, _on_problem)
     app.add_exception_handler(StarletteHTTPException, _on_http_exception)
     app.add_exception_handler(RequestValidationError, _on_validation_error)
