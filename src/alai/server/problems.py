@@ -174,7 +174,8 @@ async def _on_data_error(request: Request, error: Exception) -> JSONResponse:
     """A value PostgreSQL will not store (a NUL character, a number out of range) is the
     request's fault, not the server's: 422, naming the reason but not the value."""
     assert isinstance(error, psycopg.DataError)
-    reason = getattr(error.diag, "message_primary", None) or "invalid value"
+    # The first line only: a DETAIL line may quote the value.
+    reason = getattr(error.diag, "message_primary", None) or (str(error).splitlines() or ["invalid value"])[0]
     log.warning("a value was refused by the database", path=request.url.path, reason=reason)
     return problem_response(request, ProblemError(422, f"a value in the request cannot be stored: {reason}",
                                                   slug="unstorable-value"))
