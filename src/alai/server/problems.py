@@ -159,6 +159,25 @@ async def read_body(request: Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
+def body_openapi(model: type[BaseModel]) -> dict[str, Any]:
+    """`openapi_extra` for a route that reads its own body: the body's schema, nested
+    models written out in place (a model that is no route's parameter is not registered
+    under components/schemas, so a reference to it would point at nothing)."""
+    schema = model.model_json_schema()
+    definitions = schema.pop("$defs", {})
+
+    def inline(node: Any) -> Any:
+        if isinstance(node, dict):
+            ref = node.get("$ref", "")
+            if ref.startswith("#/$defs/"):
+                return inline(definitions[ref.removeprefix("#/$defs/")])
+            return {key: inline(value) for key, value in node.items()}
+        if isinstance(node, list):
+            return [inline(item) for item in node]
+        return node
+    return {"requestBody": {"required": True, "content": {"application/json": {"schema": inline(schema)}}}}
+
+
 def validated_body(model: type[ModelT], raw: bytes) -> ModelT:
     """A JSON body read by the endpoint itself (a direct route), validated as FastAPI
     would: the same 422 problem, with fields named `body.<field>`."""

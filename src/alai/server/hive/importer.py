@@ -163,7 +163,7 @@ async def _write_targets(cur: psycopg.AsyncCursor, plan: Plan, actor: str, progr
     messages = [message for message in plan.messages if message.write]
     if messages:
         # The topics' locks before the first write, as in a publish (service's docstring).
-        await cur.execute("SELECT hive_lock_topics(%b::text[])", (sorted({m.topic for m in messages}),))
+        await service.lock_topics(cur.connection, sorted({m.topic for m in messages}))
         await _upsert_topics(cur, plan, messages, actor)
         stage[0] = "the messages"
         # The identity takes its values row by row, in the order of the COPY (the legacy

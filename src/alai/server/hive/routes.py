@@ -24,7 +24,7 @@ from alai.server.deps import (
     require_scope,
 )
 from alai.server.hive import service
-from alai.server.problems import ProblemError, read_body, validated_body
+from alai.server.problems import ProblemError, body_openapi, read_body, validated_body
 from alai.wire.hive import (
     BATCH_BODY_MAX_BYTES,
     MESSAGE_BODY_MAX_BYTES,
@@ -101,25 +101,6 @@ def _frame_group(data: dict, sender: str) -> tuple[bool, service.Group]:
     return single, service.Group(topic, sender, [service.prepare(message) for message in messages])
 
 
-def _body_schema(model) -> dict:
-    """The request body's schema for the OpenAPI document, with nested models written
-    out in place: these models are no route's parameters, so nothing registers them
-    under components/schemas for a reference to point at."""
-    schema = model.model_json_schema()
-    definitions = schema.pop("$defs", {})
-
-    def inline(node):
-        if isinstance(node, dict):
-            ref = node.get("$ref", "")
-            if ref.startswith("#/$defs/"):
-                return inline(definitions[ref.removeprefix("#/$defs/")])
-            return {key: inline(value) for key, value in node.items()}
-        if isinstance(node, list):
-            return [inline(item) for item in node]
-        return node
-    return {"requestBody": {"required": True, "content": {"application/json": {"schema": inline(schema)}}}}
-
-
 def router_factory():
     router = api_router(prefix="/v1/hive", tags=["hive"])
 
@@ -147,7 +128,7 @@ def router_factory():
     # Both read their own bodies (problems.read_body): a body past the limit is refused
     # from its Content-Length or as it streams in, never read whole first.
     @router.post("/topics/{topic}/messages", response_model=Published, status_code=201,
-                 openapi_extra=_body_schema(MessageIn))
+                 openapi_extra=body_openapi(MessageIn))
     async def publish_one(topic: str, request: Request,
                           principal: Principal = Depends(require_scope("hive:write")),
                           idempotency_key: Annotated[str | None, Header()] = None) -> JSONResponse:
@@ -157,7 +138,7 @@ def router_factory():
                               body.model_dump(mode="json", by_alias=True))
 
     @router.post("/topics/{topic}/batch", response_model=Published, status_code=201,
-                 openapi_extra=_body_schema(Batch))
+                 openapi_extra=body_openapi(Batch))
     async def publish_batch(topic: str, request: Request,
                             principal: Principal = Depends(require_scope("hive:write")),
                             idempotency_key: Annotated[str | None, Header()] = None) -> JSONResponse:

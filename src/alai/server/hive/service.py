@@ -6,9 +6,9 @@ the topic's advisory lock (lock_topics, migration 0004) before its transaction's
 first write — a transaction gets its id at that write, so the next writer of the
 topic gets a larger one only after this one has committed (a transaction that had
 written already and then queued for the topic could otherwise hold an older id than
-one that commits before it). hive_publish takes it
-itself; a transaction that writes anything else first (an idempotency record, a
-memory value, an import) calls lock_topics at its start.
+one that commits before it). hive_publish takes it itself; a transaction that writes
+anything else first (an idempotency record, a memory value, an import) calls
+lock_topics at its start.
 Functions take `conn` keyword-only and never commit.
 """
 
@@ -288,9 +288,10 @@ def _check_memory_name(value: str, what: str) -> str:
     return value
 
 
-async def memory_get(conn: AsyncConnection, *, namespace: str, key: str) -> MemoryEntry:
+async def memory_get(conn: AsyncConnection, *, namespace: str, key: str, for_update: bool = False) -> MemoryEntry:
     row = await (await conn.execute(
-        "SELECT * FROM hive_memory WHERE namespace = %s AND key = %s", (namespace, key))).fetchone()
+        f"SELECT * FROM hive_memory WHERE namespace = %s AND key = %s{' FOR UPDATE' if for_update else ''}",
+        (namespace, key))).fetchone()
     if row is None:
         raise ProblemError(404, f"no memory {namespace}/{key}", slug="memory-not-found")
     return MemoryEntry(**row)
@@ -352,11 +353,7 @@ async def memory_delete(conn: AsyncConnection, *, namespace: str, key: str, acto
                         if_match: int | None) -> None:
     """Deletes a value (412 on a stale If-Match) and publishes the change. Call in a transaction."""
     await lock_topics(conn, [_memory_topic(namespace)])
-    row = await (await conn.execute(
-        "SELECT * FROM hive_memory WHERE namespace = %s AND key = %s FOR UPDATE", (namespace, key))).fetchone()
-    if row is None:
-        raise ProblemError(404, f"no memory {namespace}/{key}", slug="memory-not-found")
-    entry = MemoryEntry(**row)
+    entry = await memory_get(conn, namespace=namespace, key=key, for_update=True)
     if if_match is not None and entry.version != if_match:
         raise ProblemError(412, f"{namespace}/{key} is at version {entry.version}, not {if_match}",
                            slug="version-mismatch", current_version=entry.version)

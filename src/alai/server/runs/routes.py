@@ -23,7 +23,7 @@ from alai.server.deps import (
     current_principal,
     require_scope,
 )
-from alai.server.problems import ProblemError, problem_body, validated_body
+from alai.server.problems import ProblemError, body_openapi, problem_body, validated_body
 from alai.server.runs import agents, nodes, outcomes, service
 from alai.wire.runs import (
     Agent,
@@ -149,9 +149,7 @@ def router_factory():
     # A direct route (server/direct_routes.py): the busiest call of the runner, so it reads
     # its body and header itself; the OpenAPI document still describes both.
     @router.post("/runs", response_model=Run, status_code=201, dependencies=[Depends(require_scope("runs:write"))],
-                 openapi_extra={
-                     "requestBody": {"required": True, "content": {"application/json": {
-                         "schema": RunCreate.model_json_schema(ref_template="#/components/schemas/{model}")}}},
+                 openapi_extra=body_openapi(RunCreate) | {
                      "parameters": [{"name": "Idempotency-Key", "in": "header", "required": False,
                                      "schema": {"type": "string"}}]})
     async def create_run(request: Request) -> JSONResponse:

@@ -414,7 +414,7 @@ async def complete_many(conn: AsyncConnection, *, node: str, items: list[Complet
     rows = await (await conn.execute(LOCK_RUNS, (ids,))).fetchall()
     current = {row["id"]: (_run(row), row["returned"]) for row in rows}
     answers: list[tuple[Run | None, ProblemError | None]] = [(None, None)] * len(items)
-    decided: dict[int, tuple[Run, dict[str, Any]]] = {}  # run id → (the run as ended, the write)
+    decided: dict[int, tuple[Run, int, tuple]] = {}  # run id → (the run as ended, its item, the write)
     landed: dict[int, int] = {}  # item index → run id, answered with the run once written
     for index in sorted(range(len(items)), key=lambda i: (items[i].run_id, items[i].attempt)):
         item = items[index]
@@ -439,20 +439,18 @@ async def complete_many(conn: AsyncConnection, *, node: str, items: list[Complet
             reason = f"attempt {item.attempt} failed on {node}: {(item.error or 'no detail')[:300]}; retrying"
         else:
             state, reason = item.outcome, None if item.outcome == "succeeded" else (item.error or item.outcome)[:1000]
-        decided[run.id] = (run.model_copy(update={"state": state, "node": None if retry else run.node}),
-                           {"id": run.id, "state": state, "reason": reason, "output": item.output,
-                            "error": item.error, "usage": Jsonb(item.usage) if item.usage is not None else None,
-                            "retry": retry, "index": index})
+        decided[run.id] = (run.model_copy(update={"state": state, "node": None if retry else run.node}), index,
+                           (run.id, state, reason, item.output, item.error,
+                            Jsonb(item.usage) if item.usage is not None else None, retry))
     written: dict[int, Run] = {}
     if decided:
-        writes = [write for _, write in decided.values()]
-        columns = {"ids": "id", "states": "state", "reasons": "reason", "outputs": "output", "errors": "error",
-                   "usages": "usage", "retries": "retry"}
-        params = {name: [write[key] for write in writes] for name, key in columns.items()}
+        columns = zip(*(write for _, _, write in decided.values()), strict=True)  # END_ATTEMPTS' arrays, in order
+        params = dict(zip(("ids", "states", "reasons", "outputs", "errors", "usages", "retries"),
+                          (list(column) for column in columns), strict=True))
         for row in await (await conn.execute(END_ATTEMPTS, params)).fetchall():
             written[row["id"]] = _run(row)
-        for _, write in decided.values():
-            answers[write["index"]] = (written[write["id"]], None)
+        for run_id, (_, index, _) in decided.items():
+            answers[index] = (written[run_id], None)
     for index, run_id in landed.items():
         answers[index] = (written.get(run_id) or current[run_id][0], None)
     return Ended(answers=answers, changed=[written[run_id] for run_id in sorted(written)])
